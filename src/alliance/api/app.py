@@ -1,0 +1,152 @@
+"""The Starlette application: routes, bearer authentication for /graphql, health probes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from alliance.api.context import Context, Services
+from alliance.api.oauth import jwks_endpoint, token_endpoint
+from alliance.api.schema import build_schema
+from alliance.auth.keys import KeyRing, ensure_signing_key
+from alliance.auth.principal import Principal
+from alliance.auth.tokens import InvalidToken, TokenIssuer
+from alliance.config import Settings
+from alliance.db import Database
+from alliance.db.database import OPERATOR
+from alliance.db.migrate import is_current
+
+KEY_RELOAD_ON_UNKNOWN_KID_SECONDS = 5.0
+
+
+class AllianceGraphQL(GraphQL[Context, None]):
+    async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
+        return Context(
+            request=request, services=request.app.state.services, principal=request.state.principal
+        )
+
+
+def _unauthorized(description: str) -> JSONResponse:
+    header = f'Bearer error="invalid_token", error_description="{description}"'
+    return JSONResponse(
+        {"errors": [{"message": description, "extensions": {"code": "UNAUTHENTICATED"}}]},
+        status_code=401,
+        headers={"WWW-Authenticate": header},
+    )
+
+
+class BearerAuthenticated:
+    """Every /graphql request carries a valid bearer token, except a browser loading GraphiQL."""
+
+    def __init__(self, app: GraphQL[Context, None], allow_graphiql: bool) -> None:
+        self.app = app
+        self.allow_graphiql = allow_graphiql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        if wants_page and self.allow_graphiql:
+            await self.app(scope, receive, send)
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            response: Response = JSONResponse(
+                {
+                    "errors": [
+                        {"message": "a bearer token is required", "extensions": {"code": "UNAUTHENTICATED"}}
+                    ]
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="alliance"'},
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            principal = await authenticate(request, token.strip())
+        except InvalidToken:
+            await _unauthorized("the access token is invalid or expired")(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+async def authenticate(request: Request, token: str) -> Principal:
+    state = request.app.state
+    issuer: TokenIssuer = state.token_issuer
+    try:
+        return issuer.verify(token)
+    except InvalidToken:
+        # Another replica may have rotated the key moments ago: reload once, at a bounded rate.
+        if time.monotonic() - state.keyring.loaded_at < KEY_RELOAD_ON_UNKNOWN_KID_SECONDS:
+            raise
+        await state.reload_keys()
+        return issuer.verify(token)
+
+
+async def healthz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> JSONResponse:
+    db: Database = request.app.state.db
+    try:
+        async with db.engine.connect() as connection:
+            current = await is_current(connection)
+    except Exception:
+        return JSONResponse({"status": "database unreachable"}, status_code=503)
+    if not current:
+        return JSONResponse({"status": "migrations pending"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def create_app(owner_url: str, settings: Settings) -> Starlette:
+    db = Database(owner_url, settings)
+    keyring = KeyRing(
+        max_token_ttl_seconds=max(settings.access_token_ttl_seconds, settings.member_token_ttl_seconds)
+    )
+
+    async def reload_keys() -> None:
+        async with db.transaction(OPERATOR) as session:
+            await keyring.load(session)
+
+    async def refresh_keys_if_stale() -> None:
+        if keyring.is_stale():
+            await reload_keys()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with db.transaction(OPERATOR) as session:
+            await ensure_signing_key(session)
+        await reload_keys()
+        yield
+        await db.close()
+
+    graphql = AllianceGraphQL(build_schema(settings), graphql_ide="graphiql" if settings.graphiql else None)
+    app = Starlette(
+        routes=[
+            Route("/graphql", BearerAuthenticated(graphql, settings.graphiql), methods=["GET", "POST"]),
+            Route("/oauth/token", token_endpoint, methods=["POST"]),
+            Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.db = db
+    app.state.services = Services(settings=settings, db=db)
+    app.state.keyring = keyring
+    app.state.token_issuer = TokenIssuer(settings, keyring)
+    app.state.reload_keys = reload_keys
+    app.state.refresh_keys_if_stale = refresh_keys_if_stale
+    return app

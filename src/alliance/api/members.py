@@ -1,0 +1,100 @@
+"""GraphQL for members: enrolment by a merchant and lookup within the caller's visibility."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import strawberry
+
+from alliance.api.context import Info
+from alliance.api.ids import to_global_id
+from alliance.api.mutations import run_in_transaction
+from alliance.api.types import Node, UserError
+from alliance.auth.principal import MEMBERS_READ, MEMBERS_WRITE
+from alliance.errors import NotFound
+from alliance.members import service
+from alliance.members.models import Member
+
+
+@strawberry.type(name="Member")
+class MemberNode(Node):
+    member_number: str
+    phone: str
+    name: str | None
+    birthday: date | None
+    status: str
+    created_at: datetime
+    pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, member: Member) -> MemberNode:
+        assert member.id is not None and member.created_at is not None
+        return cls(
+            id=strawberry.ID(to_global_id("Member", member.id)),
+            member_number=member.member_number,
+            phone=member.phone,
+            name=member.name,
+            birthday=member.birthday,
+            status=member.status,
+            created_at=member.created_at,
+            pk=member.id,
+        )
+
+    @strawberry.field(description="The calling merchant's own reference for this member (merchants only).")
+    async def external_ref(self, info: Info) -> str | None:
+        tenant_id = info.context.principal.tenant_id
+        if tenant_id is None:
+            return None
+        async with info.context.transaction() as session:
+            return await service.external_ref_for(session, tenant_id, self.pk)
+
+
+@strawberry.input
+class EnrollMemberInput:
+    phone: str = strawberry.field(description="E.164 (+8613800138000) or an 11-digit CN mobile number.")
+    external_ref: str = strawberry.field(
+        description="The merchant's own customer reference, unique per merchant."
+    )
+    name: str | None = None
+    birthday: date | None = None
+
+
+@strawberry.type
+class EnrollMemberPayload:
+    member: MemberNode | None = None
+    created: bool = strawberry.field(
+        default=False, description="True when a new alliance member was created."
+    )
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class MemberQueries:
+    @strawberry.field(description="A member the caller may see. Unlinked members are simply not found.")
+    async def member(self, info: Info, member_number: str) -> MemberNode | None:
+        info.context.require(MEMBERS_READ)
+        async with info.context.transaction() as session:
+            try:
+                member = await service.member_by_number(session, member_number)
+            except NotFound:
+                return None
+        return MemberNode.from_model(member)
+
+
+@strawberry.type
+class MemberMutations:
+    @strawberry.mutation(
+        description="Enrol a customer: creates the alliance member or links the existing one."
+    )
+    async def enroll_member(self, info: Info, input: EnrollMemberInput) -> EnrollMemberPayload:
+        info.context.require(MEMBERS_WRITE, "merchant")
+
+        async def enroll(session):  # type: ignore[no-untyped-def]
+            return await service.enroll_member(
+                session, input.phone, input.external_ref, input.name, input.birthday
+            )
+
+        result = await run_in_transaction(info.context, enroll)
+        if isinstance(result, list):
+            return EnrollMemberPayload(user_errors=result)
+        return EnrollMemberPayload(member=MemberNode.from_model(result.member), created=result.created)

@@ -1,0 +1,40 @@
+"""The GraphQL schema: every domain's queries and mutations merged, with limits and error masking."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.tools import merge_types
+
+from alliance.api.errors import StableErrors
+from alliance.api.members import MemberMutations, MemberNode, MemberQueries
+from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
+from alliance.api.types import DecimalScalar
+from alliance.api.viewer import ViewerQueries
+from alliance.config import Settings
+
+Query = merge_types("Query", (ViewerQueries, TenantQueries, MemberQueries))
+Mutation = merge_types("Mutation", (TenantMutations, MemberMutations))
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[TenantNode, StoreNode, MemberNode],
+        scalar_overrides={},
+        extensions=[
+            MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+            QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+            MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+            StableErrors(),
+        ],
+    )
+
+
+def export_sdl(settings: Settings | None = None) -> str:
+    """The schema as SDL, exactly as written to ``schema.graphql``."""
+    return build_schema(settings or Settings()).as_str().rstrip() + "\n"
+
+
+_ = DecimalScalar  # registered where ledger types use it

@@ -1,0 +1,169 @@
+"""GraphQL for tenants and stores: thin wrappers over `alliance.tenants.service`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from alliance.api.context import Info
+from alliance.api.ids import from_cursor, to_global_id
+from alliance.api.mutations import run_in_transaction
+from alliance.api.types import Connection, Node, UserError, build_connection, page_size
+from alliance.auth.principal import STORES_WRITE, TENANTS_READ, TENANTS_WRITE
+from alliance.tenants import service
+from alliance.tenants.models import Store, Tenant
+from alliance.tenants.models import TenantCategory as TenantCategoryModel
+from alliance.tenants.models import TenantStatus as TenantStatusModel
+
+TenantCategory = strawberry.enum(TenantCategoryModel, name="TenantCategory")
+TenantStatus = strawberry.enum(TenantStatusModel, name="TenantStatus")
+
+
+@strawberry.type(name="Store")
+class StoreNode(Node):
+    code: str
+    name: str
+    city: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, store: Store) -> StoreNode:
+        assert store.id is not None and store.created_at is not None
+        return cls(
+            id=strawberry.ID(to_global_id("Store", store.id)),
+            code=store.code,
+            name=store.name,
+            city=store.city,
+            created_at=store.created_at,
+        )
+
+
+@strawberry.type(name="Tenant")
+class TenantNode(Node):
+    code: str
+    name: str
+    category: TenantCategory
+    status: TenantStatus
+    created_at: datetime
+    pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, tenant: Tenant) -> TenantNode:
+        assert tenant.id is not None and tenant.created_at is not None
+        return cls(
+            id=strawberry.ID(to_global_id("Tenant", tenant.id)),
+            code=tenant.code,
+            name=tenant.name,
+            category=TenantCategoryModel(tenant.category),
+            status=TenantStatusModel(tenant.status),
+            created_at=tenant.created_at,
+            pk=tenant.id,
+        )
+
+    @strawberry.field(description="The tenant's stores, in creation order.")
+    async def stores(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[StoreNode]:
+        size = page_size(first, info.context.settings.max_page_size)
+        after_id = from_cursor(after)
+        async with info.context.transaction() as session:
+            rows = await service.list_stores(session, self.pk, after_id, size + 1)
+        return build_connection(rows, size, lambda s: s.id, StoreNode.from_model, after_id is not None)
+
+
+@strawberry.input
+class CreateTenantInput:
+    code: str = strawberry.field(description="Unique lowercase slug, e.g. `sunrise-supermarket`.")
+    name: str
+    category: TenantCategory
+
+
+@strawberry.type
+class CreateTenantPayload:
+    tenant: TenantNode | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class CreateStoreInput:
+    tenant_code: str | None = strawberry.field(
+        default=None, description="Required for operators; a merchant may omit it (its own tenant)."
+    )
+    code: str
+    name: str
+    city: str | None = None
+
+
+@strawberry.type
+class CreateStorePayload:
+    store: StoreNode | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def own_tenant_code(info: Info) -> str | None:
+    principal = info.context.principal
+    if principal.tenant_id is None:
+        return None
+    async with info.context.transaction() as session:
+        tenant = await service.tenant_by_id(session, principal.tenant_id)
+    return tenant.code if tenant else None
+
+
+@strawberry.type
+class TenantQueries:
+    @strawberry.field(description="A tenant by code. Merchants see only their own.")
+    async def tenant(self, info: Info, code: str) -> TenantNode | None:
+        info.context.require(TENANTS_READ)
+        async with info.context.transaction() as session:
+            tenant = await service.tenant_by_code(session, code)
+        return TenantNode.from_model(tenant) if tenant else None
+
+    @strawberry.field(description="Tenants visible to the caller: all for operators, itself for a merchant.")
+    async def tenants(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[TenantNode]:
+        info.context.require(TENANTS_READ)
+        size = page_size(first, info.context.settings.max_page_size)
+        after_id = from_cursor(after)
+        async with info.context.transaction() as session:
+            rows = await service.list_tenants(session, after_id, size + 1)
+        return build_connection(rows, size, lambda t: t.id, TenantNode.from_model, after_id is not None)
+
+
+@strawberry.type
+class TenantMutations:
+    @strawberry.mutation(description="Onboard a partner merchant (operator).")
+    async def create_tenant(self, info: Info, input: CreateTenantInput) -> CreateTenantPayload:
+        info.context.require(TENANTS_WRITE, "operator")
+
+        async def create(session):  # type: ignore[no-untyped-def]
+            return await service.create_tenant(session, input.code.strip(), input.name, input.category)
+
+        result = await run_in_transaction(info.context, create)
+        if isinstance(result, list):
+            return CreateTenantPayload(user_errors=result)
+        return CreateTenantPayload(tenant=TenantNode.from_model(result))
+
+    @strawberry.mutation(description="Add a store to a tenant (operator, or a merchant for its own tenant).")
+    async def create_store(self, info: Info, input: CreateStoreInput) -> CreateStorePayload:
+        principal = info.context.require(STORES_WRITE, "operator", "merchant")
+        # A merchant names no tenant (or its own); any other code is invisible to it under
+        # row-level security, so it gets TENANT_NOT_FOUND exactly as for a code that does not exist.
+        tenant_code = input.tenant_code
+        if tenant_code is None and principal.kind == "merchant":
+            tenant_code = await own_tenant_code(info)
+        if tenant_code is None:
+            return CreateStorePayload(
+                user_errors=[
+                    UserError(field="tenantCode", code="TENANT_REQUIRED", message="tenantCode is required")
+                ]
+            )
+
+        async def create(session):  # type: ignore[no-untyped-def]
+            return await service.create_store(session, tenant_code, input.code, input.name, input.city)
+
+        result = await run_in_transaction(info.context, create)
+        if isinstance(result, list):
+            return CreateStorePayload(user_errors=result)
+        return CreateStorePayload(store=StoreNode.from_model(result))

@@ -1,0 +1,97 @@
+"""Shared GraphQL shapes: the Node interface, Relay connections, user errors, scalars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Generic, TypeVar
+
+import strawberry
+
+from alliance.api.ids import to_cursor
+
+T = TypeVar("T")
+
+
+def _parse_decimal(value: object) -> Decimal:
+    if not isinstance(value, str):
+        raise ValueError('Decimal values travel as JSON strings, e.g. "377.50"')
+    try:
+        parsed = Decimal(value)
+    except InvalidOperation as exc:
+        raise ValueError(f"not a decimal number: {value!r}") from exc
+    if not parsed.is_finite():
+        raise ValueError("Decimal must be finite")
+    return parsed
+
+
+DecimalScalar = strawberry.scalar(
+    Decimal,
+    name="Decimal",
+    description='An exact decimal number, sent and received as a JSON string ("377.50").',
+    serialize=str,
+    parse_value=_parse_decimal,
+)
+
+
+@strawberry.interface(description="An object with a globally unique, opaque ID.")
+class Node:
+    id: strawberry.ID
+
+
+@strawberry.type(description="A refusal the client can act on; nothing was written.")
+class UserError:
+    field: str | None = strawberry.field(description="The input field at fault, if one is.")
+    code: str = strawberry.field(description="Stable machine-readable code, e.g. TENANT_CODE_TAKEN.")
+    message: str
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+
+
+def page_size(first: int | None, maximum: int) -> int:
+    """The validated page size; callers fetch one more row to learn whether a next page exists."""
+    from alliance.errors import DomainError
+
+    size = maximum if first is None else first
+    if not 1 <= size <= maximum:
+        raise DomainError("INVALID_PAGE_SIZE", f"first must be between 1 and {maximum}", "first")
+    return size
+
+
+def build_connection(
+    rows: Sequence[object],
+    size: int,
+    key: Callable[[object], int],
+    to_node: Callable[[object], T],
+    has_previous: bool,
+) -> Connection[T]:
+    """A connection from ``size + 1`` keyset-ordered rows (the extra row only signals a next page)."""
+    visible = rows[:size]
+    edges = [Edge(cursor=to_cursor(key(row)), node=to_node(row)) for row in visible]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(rows) > size,
+            has_previous_page=has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )

@@ -1,0 +1,1 @@
+"""API clients, signing keys, access tokens and the principal a request acts as."""

@@ -1,0 +1,212 @@
+"""The ``alliance`` command: serve, migrate, seed the demo, manage clients, keys and tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from alliance.config import Settings, get_settings
+from alliance.db import Database
+from alliance.db.database import OPERATOR
+from alliance.db.migrate import resolve_owner_url, upgrade
+
+T = TypeVar("T")
+
+
+def _with_database(settings: Settings, action: Callable[[Database], Awaitable[T]]) -> T:
+    owner_url, _ = resolve_owner_url(settings)
+
+    async def run() -> T:
+        db = Database(owner_url, settings)
+        try:
+            return await action(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from alliance.api.app import create_app
+
+    owner_url, embedded = resolve_owner_url(settings)
+    if embedded:
+        upgrade(owner_url, settings)
+    if args.demo:
+        from alliance.auth.keys import ensure_signing_key
+
+        async def prepare(db: Database) -> None:
+            async with db.transaction(OPERATOR) as session:
+                await ensure_signing_key(session)
+
+        _with_database(settings, prepare)
+        _print_demo(settings)
+    uvicorn.run(create_app(owner_url, settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    owner_url, _ = resolve_owner_url(settings)
+    upgrade(owner_url, settings)
+    print("database is at the newest migration")
+    return 0
+
+
+def _print_demo(settings: Settings) -> None:
+    from alliance.demo import seed_demo
+
+    credentials = _with_database(settings, seed_demo)
+    print("Demo alliance ready. API clients (client_id / client_secret):")
+    for cred in credentials:
+        who = cred.role if cred.tenant is None else f"{cred.role} {cred.tenant}"
+        print(f"  {who:<28} {cred.client_id}  {cred.client_secret}")
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    owner_url, embedded = resolve_owner_url(settings)
+    if embedded:
+        upgrade(owner_url, settings)
+    _print_demo(settings)
+    return 0
+
+
+def cmd_client_create(args: argparse.Namespace, settings: Settings) -> int:
+    from alliance.auth.clients import create_client
+    from alliance.errors import DomainError
+    from alliance.tenants.service import tenant_by_code
+
+    async def create(db: Database) -> tuple[str, str]:
+        async with db.transaction(OPERATOR) as session:
+            tenant_id = None
+            if args.tenant:
+                tenant = await tenant_by_code(session, args.tenant)
+                if tenant is None:
+                    raise DomainError("TENANT_NOT_FOUND", f"no tenant {args.tenant!r}", "tenant")
+                tenant_id = tenant.id
+            scopes = args.scopes.split(",") if args.scopes else None
+            issued = await create_client(session, args.role, args.name, tenant_id, scopes)
+            return issued.client.client_id, issued.client_secret
+
+    try:
+        client_id, secret = _with_database(settings, create)
+    except DomainError as error:
+        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"client_id": client_id, "client_secret": secret}))
+    else:
+        print(f"client_id:     {client_id}\nclient_secret: {secret}\n(the secret is shown only once)")
+    return 0
+
+
+def cmd_token_member(args: argparse.Namespace, settings: Settings) -> int:
+    from alliance.auth.keys import KeyRing, ensure_signing_key
+    from alliance.auth.tokens import TokenIssuer
+    from alliance.errors import NotFound
+    from alliance.members.service import member_by_number
+
+    async def mint(db: Database) -> str:
+        keyring = KeyRing(settings.member_token_ttl_seconds)
+        async with db.transaction(OPERATOR) as session:
+            await ensure_signing_key(session)
+            await keyring.load(session)
+            member = await member_by_number(session, args.member_number)
+        assert member.id is not None
+        return TokenIssuer(settings, keyring).for_member(member.id, member.member_number).access_token
+
+    try:
+        print(_with_database(settings, mint))
+    except NotFound:
+        print(f"error: no member {args.member_number}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from alliance.auth.keys import rotate_signing_key
+
+    async def rotate(db: Database) -> str:
+        async with db.transaction(OPERATOR) as session:
+            return await rotate_signing_key(session)
+
+    kid = _with_database(settings, rotate)
+    print(f"new signing key {kid}; previous keys stay valid until their tokens expire")
+    return 0
+
+
+def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
+    from alliance.api.schema import export_sdl
+
+    sdl = export_sdl(settings)
+    if args.output == "-":
+        sys.stdout.write(sdl)
+    else:
+        Path(args.output).write_text(sdl)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alliance", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the GraphQL gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true", help="seed the demo alliance first")
+    serve.set_defaults(handler=cmd_serve)
+
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True
+    )
+    db.add_parser("upgrade", help="apply migrations").set_defaults(handler=cmd_db_upgrade)
+
+    commands.add_parser("demo", help="seed the demo alliance and print credentials").set_defaults(
+        handler=cmd_demo
+    )
+
+    client = commands.add_parser("client", help="API clients").add_subparsers(
+        dest="client_command", required=True
+    )
+    create = client.add_parser("create", help="create an API client (prints the secret once)")
+    create.add_argument("--role", choices=["operator", "merchant"], required=True)
+    create.add_argument("--tenant", help="tenant code (merchant clients)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", help="comma-separated scopes (default: all of the role's)")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(handler=cmd_client_create)
+
+    token = commands.add_parser("token", help="mint tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    member = token.add_parser("member", help="a member token, for development")
+    member.add_argument("member_number")
+    member.set_defaults(handler=cmd_token_member)
+
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
+    keys.add_parser("rotate", help="make a new signing key current").set_defaults(handler=cmd_keys_rotate)
+
+    schema = commands.add_parser("schema", help="GraphQL schema").add_subparsers(
+        dest="schema_command", required=True
+    )
+    export = schema.add_parser("export", help="write the SDL")
+    export.add_argument("--output", default="schema.graphql")
+    export.set_defaults(handler=cmd_schema_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args, get_settings()) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Settings, read once from the environment (prefix ``ALLIANCE_``; ``DATABASE_URL`` as is)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("alliance"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALLIANCE_", extra="ignore")
+
+    # Owner connection (runs migrations). Unset: an embedded PostgreSQL is started in data_dir.
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    # Application-role connection used for every request. Unset: derived from the owner URL
+    # by swapping the user for `app_role` (works with trust/peer auth and the embedded server).
+    app_database_url: str | None = None
+    app_role: str = "alliance_app"
+    app_role_password: str | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_name: str = "alliance"
+
+    # Tokens
+    issuer: str = "urn:alliance"
+    audience: str = "alliance-api"
+    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    member_token_ttl_seconds: int = Field(default=3600 * 24, ge=60, le=86400 * 30)
+    # External member OIDC issuers, JSON list of {"issuer", "jwks_url", "audience"}.
+    member_oidc_issuers: list[dict[str, str]] = Field(default_factory=list)
+
+    # GraphQL limits
+    graphql_max_depth: int = 10
+    graphql_max_tokens: int = 2000
+    graphql_max_aliases: int = 30
+    max_page_size: int = 100
+    graphiql: bool = True
+
+    pool_size: int = 20
+    time_zone: str = "Asia/Shanghai"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,91 @@
+"""A small demo alliance: a supermarket, a hotel and a 4S car-service shop, with stores,
+members and API clients whose credentials are printed (and fixed, so the README works verbatim).
+
+Seeding is idempotent: running it again reuses what exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlmodel import select
+
+from alliance.auth.clients import create_client
+from alliance.auth.models import ApiClient
+from alliance.db import AccessContext, Database
+from alliance.db.database import OPERATOR
+from alliance.members.service import enroll_member
+from alliance.tenants.models import TenantCategory
+from alliance.tenants.service import create_store, store_by_code, tenant_by_code
+from alliance.tenants.service import create_tenant as create_tenant_row
+
+DEMO_TENANTS = [
+    (
+        "sunrise-mart",
+        "Sunrise Supermarket",
+        TenantCategory.SUPERMARKET,
+        [("SM-001", "Sunrise Mart Riverside", "Hangzhou"), ("SM-002", "Sunrise Mart Old Town", "Tonglu")],
+    ),
+    ("lakeview-hotel", "Lakeview Hotel", TenantCategory.HOTEL, [("HZ-WL", "Lakeview West Lake", "Hangzhou")]),
+    (
+        "east-4s",
+        "East Auto 4S Service",
+        TenantCategory.AUTO_SERVICE,
+        [("SVC-1", "East 4S Binjiang", "Hangzhou")],
+    ),
+]
+DEMO_MEMBERS = [
+    ("+8613800138001", "Li Wei", "1990-05-17"),
+    ("+8613800138002", "Wang Fang", "1986-11-02"),
+    ("+8613800138003", "Zhang Min", None),
+]
+OPERATOR_CREDENTIALS = ("demo-operator", "demo-operator-secret")
+
+
+def merchant_credentials(code: str) -> tuple[str, str]:
+    return (f"demo-{code}", f"demo-{code}-secret")
+
+
+@dataclass(frozen=True)
+class DemoCredential:
+    role: str
+    tenant: str | None
+    client_id: str
+    client_secret: str
+
+
+async def _ensure_client(db: Database, role: str, tenant_id: int | None, creds: tuple[str, str]) -> None:
+    async with db.transaction(OPERATOR) as session:
+        exists = (await session.exec(select(ApiClient.id).where(ApiClient.client_id == creds[0]))).first()
+        if exists is None:
+            name = f"demo {role} client"
+            await create_client(session, role, name, tenant_id, fixed_credentials=creds)
+
+
+async def seed_demo(db: Database) -> list[DemoCredential]:
+    credentials = [DemoCredential("operator", None, *OPERATOR_CREDENTIALS)]
+    await _ensure_client(db, "operator", None, OPERATOR_CREDENTIALS)
+    for code, name, category, stores in DEMO_TENANTS:
+        async with db.transaction(OPERATOR) as session:
+            tenant = await tenant_by_code(session, code) or await create_tenant_row(
+                session, code, name, category
+            )
+            assert tenant.id is not None
+            for store_code, store_name, city in stores:
+                if await store_by_code(session, tenant.id, store_code) is None:
+                    await create_store(session, code, store_code, store_name, city)
+        creds = merchant_credentials(code)
+        await _ensure_client(db, "merchant", tenant.id, creds)
+        credentials.append(DemoCredential("merchant", code, *creds))
+        merchant = AccessContext("merchant", tenant_id=tenant.id)
+        for index, (phone, member_name, birthday) in enumerate(DEMO_MEMBERS):
+            async with db.transaction(merchant) as session:
+                await enroll_member(
+                    session,
+                    phone,
+                    f"{code}-C{index + 1:04d}",
+                    member_name,
+                    date.fromisoformat(birthday) if birthday else None,
+                )
+    return credentials

@@ -1,0 +1,1 @@
+"""Alliance-wide member identities and the links merchants hold to them."""

@@ -1,0 +1,1 @@
+"""Partner merchants (tenants) and their stores."""
