@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import strawberry
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from alliance.api.errors import StableErrors
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
-from alliance.api.types import DecimalScalar
+from alliance.api.types import DECIMAL_SCALAR
 from alliance.api.viewer import ViewerQueries
 from alliance.config import Settings
 
@@ -22,12 +25,12 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         types=[TenantNode, StoreNode, MemberNode],
-        scalar_overrides={},
+        config=StrawberryConfig(scalar_map={Decimal: DECIMAL_SCALAR}),
         extensions=[
-            MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-            QueryDepthLimiter(max_depth=settings.graphql_max_depth),
-            MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
-            StableErrors(),
+            lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+            lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+            StableErrors,
         ],
     )
 
@@ -35,6 +38,3 @@ def build_schema(settings: Settings) -> strawberry.Schema:
 def export_sdl(settings: Settings | None = None) -> str:
     """The schema as SDL, exactly as written to ``schema.graphql``."""
     return build_schema(settings or Settings()).as_str().rstrip() + "\n"
-
-
-_ = DecimalScalar  # registered where ledger types use it

@@ -25,8 +25,7 @@ def _parse_decimal(value: object) -> Decimal:
     return parsed
 
 
-DecimalScalar = strawberry.scalar(
-    Decimal,
+DECIMAL_SCALAR = strawberry.scalar(
     name="Decimal",
     description='An exact decimal number, sent and received as a JSON string ("377.50").',
     serialize=str,

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.auth.models import SigningKey
+from alliance.db.database import run_sql
 
 ALGORITHM = "ES256"
 RELOAD_INTERVAL_SECONDS = 30.0
@@ -29,7 +30,7 @@ def generate_key() -> ECKey:
 async def rotate_signing_key(session: AsyncSession) -> str:
     """Make a new key current; the previous ones are retired (still valid for verification)."""
     key = generate_key()
-    await session.execute(text("UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL"))
+    await run_sql(session, text("UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL"))
     session.add(SigningKey(kid=key.kid, private_jwk=key.as_dict(private=True)))
     await session.flush()
     assert key.kid is not None
@@ -38,7 +39,7 @@ async def rotate_signing_key(session: AsyncSession) -> str:
 
 async def ensure_signing_key(session: AsyncSession) -> None:
     """Create the first key on a fresh database. Serialised so two replicas cannot both create one."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('alliance.signing_keys'))"))
+    await run_sql(session, text("SELECT pg_advisory_xact_lock(hashtext('alliance.signing_keys'))"))
     current = await session.exec(select(SigningKey.kid).where(col(SigningKey.retired_at).is_(None)))
     if current.first() is None:
         await rotate_signing_key(session)

@@ -9,12 +9,12 @@ sets with ``set_config(..., true)`` before anything else runs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import Executable, Result, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -86,7 +86,8 @@ class Database:
     async def transaction(self, access: AccessContext) -> AsyncIterator[AsyncSession]:
         """One database transaction under ``access``; committed on success, rolled back on error."""
         async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
-            await session.execute(
+            await run_sql(
+                session,
                 _SET_ACCESS_CONTEXT,
                 {
                     "role": access.role,
@@ -98,3 +99,11 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def run_sql(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any] | None = None
+) -> Result[Any]:
+    """Execute Core SQL (a server-side function call, a set-based statement) in the session's transaction."""
+    connection = await session.connection()
+    return await connection.execute(statement, params or {})

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from alliance.db.database import run_sql
 from alliance.errors import DomainError, NotFound
 from alliance.members.models import Member, MemberLink
 from alliance.members.phone import normalize_phone
@@ -48,8 +49,8 @@ async def enroll_member(
     if birthday is not None and birthday > date.today():
         raise DomainError("INVALID_BIRTHDAY", "birthday cannot be in the future", "birthday")
     row = (
-        await session.execute(
-            _ENROLL, {"phone": e164, "ref": external_ref, "name": name, "birthday": birthday}
+        await run_sql(
+            session, _ENROLL, {"phone": e164, "ref": external_ref, "name": name, "birthday": birthday}
         )
     ).one()
     if row.error_code is not None:
