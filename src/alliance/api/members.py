@@ -6,10 +6,11 @@ from datetime import date, datetime
 
 import strawberry
 
+from alliance.api import ledger
 from alliance.api.context import Info
 from alliance.api.ids import to_global_id
 from alliance.api.mutations import run_in_transaction
-from alliance.api.types import Node, UserError
+from alliance.api.types import Connection, Node, UserError
 from alliance.auth.principal import MEMBERS_READ, MEMBERS_WRITE
 from alliance.errors import NotFound
 from alliance.members import service
@@ -47,6 +48,39 @@ class MemberNode(Node):
             return None
         async with info.context.transaction() as session:
             return await service.external_ref_for(session, tenant_id, self.pk)
+
+    @strawberry.field(
+        description="The unified balance of every asset the member holds, across all merchants."
+    )
+    async def balances(self, info: Info) -> list[ledger.Balance]:
+        return await ledger.member_balances(info, self.pk)
+
+    @strawberry.field(description="One asset's balance now, or the posted balance as of a past instant.")
+    async def balance(
+        self, info: Info, asset: str = "POINTS", as_of: datetime | None = None
+    ) -> ledger.Balance:
+        return await ledger.member_balance(info, self.pk, asset, as_of)
+
+    @strawberry.field(description="Ledger history, newest first. Merchants see only their own transactions.")
+    async def transactions(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: ledger.TransactionFilterInput | None = None,
+    ) -> Connection[ledger.TransactionNode]:
+        return await ledger.member_transactions(info, self.pk, first, after, filter)
+
+    @strawberry.field(description="Lots (batches of points with issuer and expiry), in issue order.")
+    async def lots(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        asset: str | None = None,
+        open_only: bool = False,
+    ) -> Connection[ledger.LotNode]:
+        return await ledger.member_lots(info, self.pk, first, after, asset, open_only)
 
 
 @strawberry.input

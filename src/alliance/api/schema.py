@@ -10,6 +10,21 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from alliance.api.errors import StableErrors
+from alliance.api.ledger import (
+    BIG_INT_SCALAR,
+    AdjustPointsPayload,
+    AwardPointsPayload,
+    BigInt,
+    CaptureHoldPayload,
+    EarnPointsPayload,
+    HoldPointsPayload,
+    LedgerMutations,
+    LotNode,
+    RedeemPointsPayload,
+    ReleaseHoldPayload,
+    ReverseTransactionPayload,
+    TransactionNode,
+)
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
 from alliance.api.types import DECIMAL_SCALAR
@@ -17,15 +32,29 @@ from alliance.api.viewer import ViewerQueries
 from alliance.config import Settings
 
 Query = merge_types("Query", (ViewerQueries, TenantQueries, MemberQueries))
-Mutation = merge_types("Mutation", (TenantMutations, MemberMutations))
+Mutation = merge_types("Mutation", (TenantMutations, MemberMutations, LedgerMutations))
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        types=[TenantNode, StoreNode, MemberNode],
-        config=StrawberryConfig(scalar_map={Decimal: DECIMAL_SCALAR}),
+        types=[
+            TenantNode,
+            StoreNode,
+            MemberNode,
+            TransactionNode,
+            LotNode,
+            EarnPointsPayload,
+            AwardPointsPayload,
+            RedeemPointsPayload,
+            HoldPointsPayload,
+            CaptureHoldPayload,
+            ReleaseHoldPayload,
+            ReverseTransactionPayload,
+            AdjustPointsPayload,
+        ],
+        config=StrawberryConfig(scalar_map={Decimal: DECIMAL_SCALAR, BigInt: BIG_INT_SCALAR}),
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),

@@ -97,6 +97,16 @@ class Database:
             )
             yield session
 
+    async def call(self, statement: Executable, params: Mapping[str, Any]) -> Any:
+        """One statement in autocommit mode: a single round trip for a self-contained SQL function.
+
+        The ledger's write functions carry their own caller identity and run as the owner, so
+        they need no access context and no surrounding transaction.
+        """
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return (await autocommit.execute(statement, params)).scalar_one()
+
     async def close(self) -> None:
         await self.engine.dispose()
 

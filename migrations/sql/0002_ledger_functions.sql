@@ -1,0 +1,616 @@
+-- Ledger write functions (revision 0002). Each public ledger_* function is one atomic
+-- operation: it checks the idempotency record, validates against the books under the member's
+-- wallet lock, posts balanced entries, records lot movements (provenance), stores its response
+-- under the idempotency key and returns it. Refusals are returned, not raised, and remembered.
+--
+-- The caller passes who it acts as (p_tenant: the merchant, NULL for the operator); these
+-- functions run as the owner, so they enforce visibility themselves.
+
+CREATE FUNCTION ledger_user_error(p_code text, p_message text, p_field text DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+  SELECT jsonb_build_object('transaction', NULL, 'balance', NULL, 'hold', NULL,
+    'userErrors', jsonb_build_array(jsonb_build_object('field', p_field, 'code', p_code, 'message', p_message)))
+$$;
+
+CREATE FUNCTION ledger_asset_expiry(p_asset text, p_issued_at timestamptz)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+  SELECT CASE a.expiry_policy
+    WHEN 'never' THEN NULL
+    WHEN 'months_after_issue' THEN p_issued_at + make_interval(months => a.expiry_months)
+    -- "end of the Nth month after issue" = the first instant of month N+1, in the alliance's zone.
+    ELSE (date_trunc('month', p_issued_at AT TIME ZONE a.time_zone)
+          + make_interval(months => a.expiry_months + 1)) AT TIME ZONE a.time_zone
+  END
+  FROM assets a WHERE a.code = p_asset
+$$;
+
+-- Idempotency: NULL if the key is new, else the remembered response (or a KEY_REUSED refusal).
+CREATE FUNCTION ledger_replay(p_scope text, p_key text, p_operation text, p_hash text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE r idempotency_records%ROWTYPE;
+BEGIN
+  SELECT * INTO r FROM idempotency_records WHERE client_scope = p_scope AND idempotency_key = p_key;
+  IF NOT FOUND THEN RETURN NULL; END IF;
+  IF r.operation <> p_operation OR r.request_hash <> p_hash THEN
+    RETURN ledger_user_error('IDEMPOTENCY_KEY_REUSED',
+      'this idempotency key was used with a different request', 'idempotencyKey');
+  END IF;
+  RETURN r.response || jsonb_build_object('replayed', true);
+END $$;
+
+CREATE FUNCTION ledger_remember(p_scope text, p_key text, p_operation text, p_hash text, p_response jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  -- A concurrent first attempt with the same key makes this raise unique_violation; the whole
+  -- call then rolls back and the caller retries, finding the winner's response.
+  INSERT INTO idempotency_records (client_scope, idempotency_key, operation, request_hash, response)
+    VALUES (p_scope, p_key, p_operation, p_hash, p_response);
+  RETURN p_response || jsonb_build_object('replayed', false);
+END $$;
+
+CREATE FUNCTION ledger_account(p_kind text, p_asset text, p_member bigint, p_tenant bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+  SELECT id INTO v_id FROM accounts
+    WHERE kind = p_kind AND asset = p_asset
+      AND member_id IS NOT DISTINCT FROM p_member AND tenant_id IS NOT DISTINCT FROM p_tenant;
+  IF v_id IS NULL THEN
+    INSERT INTO accounts (kind, asset, member_id, tenant_id) VALUES (p_kind, p_asset, p_member, p_tenant)
+      ON CONFLICT DO NOTHING RETURNING id INTO v_id;
+    IF v_id IS NULL THEN
+      SELECT id INTO STRICT v_id FROM accounts
+        WHERE kind = p_kind AND asset = p_asset
+          AND member_id IS NOT DISTINCT FROM p_member AND tenant_id IS NOT DISTINCT FROM p_tenant;
+    END IF;
+  END IF;
+  RETURN v_id;
+END $$;
+
+-- Posted points in unexpired lots, and points held by live holds. An expired hold simply stops
+-- counting: no job has to release it for the balance to be right.
+CREATE FUNCTION ledger_balance_json(p_member bigint, p_asset text)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+  WITH posted AS (
+    SELECT coalesce(sum(remaining), 0) AS points FROM lots
+    WHERE member_id = p_member AND asset = p_asset AND remaining > 0
+      AND (expires_at IS NULL OR expires_at > now())
+  ), held AS (
+    SELECT coalesce(sum(points - captured_points), 0) AS points FROM holds
+    WHERE member_id = p_member AND asset = p_asset AND status = 'active' AND expires_at > now()
+  )
+  SELECT jsonb_build_object('asset', p_asset, 'available', posted.points - held.points, 'held', held.points)
+  FROM posted, held
+$$;
+
+CREATE FUNCTION ledger_transaction_json(p_tx ledger_transactions)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object('id', p_tx.id, 'kind', p_tx.kind, 'points', p_tx.points, 'asset', p_tx.asset,
+    'effectiveAt', to_char(p_tx.effective_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'createdAt', to_char(p_tx.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'orderRef', p_tx.order_ref, 'reason', p_tx.reason, 'shortfall', p_tx.shortfall,
+    'reversesId', p_tx.reverses_id, 'details', p_tx.details)
+$$;
+
+CREATE FUNCTION ledger_success(p_tx ledger_transactions, p_hold jsonb DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object('transaction', ledger_transaction_json(p_tx),
+    'balance', ledger_balance_json(p_tx.member_id, p_tx.asset), 'hold', p_hold, 'userErrors', '[]'::jsonb)
+$$;
+
+-- The member a merchant may act on: linked to it. For the operator (p_tenant NULL): any member.
+CREATE FUNCTION ledger_member_for(p_tenant bigint, p_member_number text)
+RETURNS bigint LANGUAGE sql STABLE AS $$
+  SELECT m.id FROM members m
+  WHERE m.member_number = p_member_number AND m.status = 'active'
+    AND (p_tenant IS NULL OR EXISTS (SELECT 1 FROM member_links l WHERE l.member_id = m.id AND l.tenant_id = p_tenant))
+$$;
+
+-- Common checks for a merchant's posting: active tenant, visible member, known asset and store.
+-- Returns a refusal, or NULL with the member id and store id written to the out parameters.
+CREATE FUNCTION ledger_check_context(
+  p_tenant bigint, p_member_number text, p_asset text, p_store_code text,
+  OUT refusal jsonb, OUT member_id bigint, OUT store_id bigint)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF p_tenant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = p_tenant AND t.status = 'active') THEN
+    refusal := ledger_user_error('TENANT_SUSPENDED', 'this merchant is suspended'); RETURN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM assets a WHERE a.code = p_asset) THEN
+    refusal := ledger_user_error('UNKNOWN_ASSET', format('no asset %s', p_asset), 'asset'); RETURN;
+  END IF;
+  member_id := ledger_member_for(p_tenant, p_member_number);
+  IF member_id IS NULL THEN
+    refusal := ledger_user_error('MEMBER_NOT_FOUND', 'no such member is enrolled at this merchant', 'memberNumber');
+    RETURN;
+  END IF;
+  IF p_store_code IS NOT NULL THEN
+    SELECT s.id INTO store_id FROM stores s WHERE s.tenant_id = p_tenant AND s.code = p_store_code;
+    IF store_id IS NULL THEN
+      refusal := ledger_user_error('UNKNOWN_STORE', format('no store %s at this merchant', p_store_code), 'storeCode');
+    END IF;
+  END IF;
+END $$;
+
+-- Credit a member: transaction, two entries, one lot. Used by earn, award, adjust (+), compensate.
+CREATE FUNCTION ledger_credit(
+  p_kind text, p_member bigint, p_asset text, p_points bigint, p_issuer bigint, p_tenant bigint, p_scope text,
+  p_amount numeric, p_currency text, p_order_ref text, p_store bigint, p_reason text, p_details jsonb,
+  p_effective_at timestamptz)
+RETURNS ledger_transactions LANGUAGE plpgsql AS $$
+DECLARE
+  v_tx ledger_transactions;
+  v_source bigint;
+BEGIN
+  ASSERT p_points > 0, 'credits are positive';
+  INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount, currency,
+      order_ref, store_id, reason, details, effective_at)
+    VALUES (p_kind, p_asset, p_member, p_tenant, p_scope, p_points, p_amount, p_currency, p_order_ref, p_store,
+      p_reason, coalesce(p_details, '{}'::jsonb), p_effective_at)
+    RETURNING * INTO v_tx;
+  v_source := CASE WHEN p_issuer IS NULL THEN ledger_account('alliance_adjustment', p_asset, NULL, NULL)
+                   ELSE ledger_account('tenant_issuance', p_asset, NULL, p_issuer) END;
+  INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount) VALUES
+    (v_tx.id, v_source, p_member, p_asset, -p_points),
+    (v_tx.id, ledger_account('member_wallet', p_asset, p_member, NULL), p_member, p_asset, p_points);
+  INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at, expires_at)
+    VALUES (p_member, p_asset, p_issuer, v_tx.id, p_points, p_points, p_effective_at,
+      ledger_asset_expiry(p_asset, p_effective_at));
+  RETURN v_tx;
+END $$;
+
+-- Debit a member: consume unexpired lots soonest-expiring first, then oldest, recording each
+-- consumption. The caller holds the wallet lock and has checked the available balance.
+CREATE FUNCTION ledger_debit(
+  p_kind text, p_member bigint, p_asset text, p_points bigint, p_tenant bigint, p_scope text,
+  p_order_ref text, p_store bigint, p_reason text, p_hold bigint, p_details jsonb)
+RETURNS ledger_transactions LANGUAGE plpgsql AS $$
+DECLARE
+  v_tx ledger_transactions;
+  v_left bigint := p_points;
+  v_take bigint;
+  v_lot record;
+  v_sink bigint;
+BEGIN
+  ASSERT p_points > 0, 'debits are positive';
+  INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, order_ref, store_id,
+      reason, hold_id, details, effective_at)
+    VALUES (p_kind, p_asset, p_member, p_tenant, p_scope, p_points, p_order_ref, p_store, p_reason, p_hold,
+      coalesce(p_details, '{}'::jsonb), now())
+    RETURNING * INTO v_tx;
+  FOR v_lot IN
+    SELECT id, remaining FROM lots
+    WHERE member_id = p_member AND asset = p_asset AND remaining > 0 AND (expires_at IS NULL OR expires_at > now())
+    ORDER BY expires_at ASC NULLS LAST, issued_at, id
+    FOR UPDATE
+  LOOP
+    EXIT WHEN v_left = 0;
+    v_take := least(v_left, v_lot.remaining);
+    UPDATE lots SET remaining = remaining - v_take WHERE id = v_lot.id;
+    INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points)
+      VALUES (v_lot.id, v_tx.id, p_member, 'consume', -v_take);
+    v_left := v_left - v_take;
+  END LOOP;
+  IF v_left <> 0 THEN
+    RAISE EXCEPTION 'ledger_debit: % points short after the balance check', v_left;
+  END IF;
+  v_sink := CASE WHEN p_tenant IS NULL THEN ledger_account('alliance_adjustment', p_asset, NULL, NULL)
+                 ELSE ledger_account('tenant_redemption', p_asset, NULL, p_tenant) END;
+  INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount) VALUES
+    (v_tx.id, ledger_account('member_wallet', p_asset, p_member, NULL), p_member, p_asset, -p_points),
+    (v_tx.id, v_sink, p_member, p_asset, p_points);
+  RETURN v_tx;
+END $$;
+
+-- Serialise every balance-reducing operation on one member wallet.
+CREATE FUNCTION ledger_lock_wallet(p_member bigint, p_asset text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM 1 FROM accounts WHERE id = ledger_account('member_wallet', p_asset, p_member, NULL) FOR UPDATE;
+END $$;
+
+CREATE FUNCTION ledger_available(p_member bigint, p_asset text)
+RETURNS bigint LANGUAGE sql STABLE AS $$
+  SELECT (ledger_balance_json(p_member, p_asset) ->> 'available')::bigint
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Public operations
+---------------------------------------------------------------------------------------------------
+
+-- earnPoints / awardPoints / compensatePoints (merchant-funded): points from the merchant's issuance.
+CREATE FUNCTION ledger_earn(
+  p_scope text, p_key text, p_hash text, p_tenant bigint, p_kind text, p_member_number text, p_asset text,
+  p_points bigint, p_amount numeric, p_currency text, p_order_ref text, p_store_code text, p_reason text,
+  p_details jsonb, p_effective_at timestamptz)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, p_kind, p_hash);
+  v_ctx record;
+  v_points bigint := p_points;
+  v_tx ledger_transactions;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  ASSERT p_kind IN ('earn', 'award', 'compensate'), 'ledger_earn kinds';
+  v_ctx := ledger_check_context(p_tenant, p_member_number, p_asset, p_store_code);
+  IF v_ctx.refusal IS NOT NULL THEN
+    RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, v_ctx.refusal);
+  END IF;
+  IF p_kind = 'earn' THEN
+    IF p_order_ref IS NOT NULL AND EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.tenant_id = p_tenant
+        AND t.kind = 'earn' AND t.order_ref = p_order_ref AND t.member_id = v_ctx.member_id) THEN
+      RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('DUPLICATE_ORDER',
+        'points were already earned for this order', 'orderRef'));
+    END IF;
+    IF v_points IS NULL THEN
+      SELECT floor(p_amount * t.earn_rate)::bigint INTO v_points FROM tenants t WHERE t.id = p_tenant;
+    END IF;
+  END IF;
+  IF v_points IS NULL OR v_points <= 0 THEN
+    RETURN ledger_remember(p_scope, p_key, p_kind, p_hash,
+      ledger_user_error('NO_POINTS_EARNED', 'this purchase earns no points', 'amount'));
+  END IF;
+  v_tx := ledger_credit(p_kind, v_ctx.member_id, p_asset, v_points, p_tenant, p_tenant, p_scope, p_amount,
+    p_currency, p_order_ref, v_ctx.store_id, p_reason, p_details, coalesce(p_effective_at, now()));
+  RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_success(v_tx));
+END $$;
+
+-- redeemPoints: fails with INSUFFICIENT_POINTS, writing nothing but the remembered refusal.
+CREATE FUNCTION ledger_redeem(
+  p_scope text, p_key text, p_hash text, p_tenant bigint, p_member_number text, p_asset text, p_points bigint,
+  p_order_ref text, p_store_code text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, 'redeem', p_hash);
+  v_ctx record;
+  v_available bigint;
+  v_tx ledger_transactions;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  v_ctx := ledger_check_context(p_tenant, p_member_number, p_asset, p_store_code);
+  IF v_ctx.refusal IS NOT NULL THEN
+    RETURN ledger_remember(p_scope, p_key, 'redeem', p_hash, v_ctx.refusal);
+  END IF;
+  PERFORM ledger_lock_wallet(v_ctx.member_id, p_asset);
+  v_available := ledger_available(v_ctx.member_id, p_asset);
+  IF v_available < p_points THEN
+    RETURN ledger_remember(p_scope, p_key, 'redeem', p_hash, ledger_user_error('INSUFFICIENT_POINTS',
+      format('%s points available, %s requested', v_available, p_points), 'points'));
+  END IF;
+  v_tx := ledger_debit('redeem', v_ctx.member_id, p_asset, p_points, p_tenant, p_scope, p_order_ref,
+    v_ctx.store_id, NULL, NULL, NULL);
+  RETURN ledger_remember(p_scope, p_key, 'redeem', p_hash, ledger_success(v_tx));
+END $$;
+
+CREATE FUNCTION ledger_hold_json(p_hold holds)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object('id', p_hold.id, 'points', p_hold.points, 'capturedPoints', p_hold.captured_points,
+    'status', CASE WHEN p_hold.status = 'active' AND p_hold.expires_at <= now() THEN 'expired' ELSE p_hold.status END,
+    'asset', p_hold.asset,
+    'expiresAt', to_char(p_hold.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+$$;
+
+CREATE FUNCTION ledger_hold(
+  p_scope text, p_key text, p_hash text, p_tenant bigint, p_member_number text, p_asset text, p_points bigint,
+  p_order_ref text, p_store_code text, p_timeout_seconds int)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, 'hold', p_hash);
+  v_ctx record;
+  v_available bigint;
+  v_hold holds;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  v_ctx := ledger_check_context(p_tenant, p_member_number, p_asset, p_store_code);
+  IF v_ctx.refusal IS NOT NULL THEN
+    RETURN ledger_remember(p_scope, p_key, 'hold', p_hash, v_ctx.refusal);
+  END IF;
+  PERFORM ledger_lock_wallet(v_ctx.member_id, p_asset);
+  v_available := ledger_available(v_ctx.member_id, p_asset);
+  IF v_available < p_points THEN
+    RETURN ledger_remember(p_scope, p_key, 'hold', p_hash, ledger_user_error('INSUFFICIENT_POINTS',
+      format('%s points available, %s requested', v_available, p_points), 'points'));
+  END IF;
+  INSERT INTO holds (member_id, asset, tenant_id, points, order_ref, store_id, expires_at)
+    VALUES (v_ctx.member_id, p_asset, p_tenant, p_points, p_order_ref, v_ctx.store_id,
+      now() + make_interval(secs => p_timeout_seconds))
+    RETURNING * INTO v_hold;
+  RETURN ledger_remember(p_scope, p_key, 'hold', p_hash, jsonb_build_object('transaction', NULL,
+    'balance', ledger_balance_json(v_hold.member_id, p_asset), 'hold', ledger_hold_json(v_hold),
+    'userErrors', '[]'::jsonb));
+END $$;
+
+-- captureHold (p_release false) and releaseHold (p_release true). A partial capture closes the
+-- hold: the uncaptured rest returns to the member at once.
+CREATE FUNCTION ledger_close_hold(
+  p_scope text, p_key text, p_hash text, p_tenant bigint, p_hold_id bigint, p_points bigint, p_release boolean)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_operation text := CASE WHEN p_release THEN 'release' ELSE 'capture' END;
+  v_replay jsonb := ledger_replay(p_scope, p_key, v_operation, p_hash);
+  v_hold holds;
+  v_capture bigint;
+  v_tx ledger_transactions;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  SELECT * INTO v_hold FROM holds h WHERE h.id = p_hold_id AND (p_tenant IS NULL OR h.tenant_id = p_tenant);
+  IF NOT FOUND THEN
+    RETURN ledger_remember(p_scope, p_key, v_operation, p_hash,
+      ledger_user_error('HOLD_NOT_FOUND', 'no such hold at this merchant', 'holdId'));
+  END IF;
+  PERFORM ledger_lock_wallet(v_hold.member_id, v_hold.asset);
+  SELECT * INTO v_hold FROM holds h WHERE h.id = p_hold_id FOR UPDATE;
+  IF v_hold.status <> 'active' THEN
+    RETURN ledger_remember(p_scope, p_key, v_operation, p_hash, ledger_user_error('HOLD_NOT_ACTIVE',
+      format('the hold is already %s', v_hold.status), 'holdId'));
+  END IF;
+  IF v_hold.expires_at <= now() THEN
+    RETURN ledger_remember(p_scope, p_key, v_operation, p_hash,
+      ledger_user_error('HOLD_EXPIRED', 'the hold expired; its points are available again', 'holdId'));
+  END IF;
+  IF p_release THEN
+    UPDATE holds SET status = 'released', closed_at = now() WHERE id = v_hold.id RETURNING * INTO v_hold;
+    RETURN ledger_remember(p_scope, p_key, v_operation, p_hash, jsonb_build_object('transaction', NULL,
+      'balance', ledger_balance_json(v_hold.member_id, v_hold.asset), 'hold', ledger_hold_json(v_hold),
+      'userErrors', '[]'::jsonb));
+  END IF;
+  v_capture := coalesce(p_points, v_hold.points);
+  IF v_capture > v_hold.points THEN
+    RETURN ledger_remember(p_scope, p_key, v_operation, p_hash, ledger_user_error('CAPTURE_EXCEEDS_HOLD',
+      format('the hold is for %s points', v_hold.points), 'points'));
+  END IF;
+  -- Close the hold first so the captured points are no longer counted as held.
+  UPDATE holds SET status = 'captured', captured_points = v_capture, closed_at = now()
+    WHERE id = v_hold.id RETURNING * INTO v_hold;
+  v_tx := ledger_debit('capture', v_hold.member_id, v_hold.asset, v_capture, v_hold.tenant_id, p_scope,
+    v_hold.order_ref, v_hold.store_id, NULL, v_hold.id, NULL);
+  RETURN ledger_remember(p_scope, p_key, v_operation, p_hash, ledger_success(v_tx, ledger_hold_json(v_hold)));
+END $$;
+
+-- reverseTransaction: of an earn/award/compensate (claw back from its lot) or of a redeem/capture
+-- (restore into the lots it consumed; an expired lot's share comes back as a fresh lot).
+CREATE FUNCTION ledger_reverse(
+  p_scope text, p_key text, p_hash text, p_tenant bigint, p_transaction_id bigint, p_points bigint,
+  p_reason text, p_force boolean)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, 'reverse', p_hash);
+  v_orig ledger_transactions;
+  v_reversed bigint;
+  v_points bigint;
+  v_tx ledger_transactions;
+  v_lot lots;
+  v_clawed bigint;
+  v_left bigint;
+  v_take bigint;
+  v_row record;
+  v_wallet bigint;
+  v_other bigint;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  SELECT * INTO v_orig FROM ledger_transactions t
+    WHERE t.id = p_transaction_id AND (p_tenant IS NULL OR t.tenant_id = p_tenant);
+  IF NOT FOUND THEN
+    RETURN ledger_remember(p_scope, p_key, 'reverse', p_hash,
+      ledger_user_error('TRANSACTION_NOT_FOUND', 'no such transaction of this merchant', 'transactionId'));
+  END IF;
+  IF v_orig.kind NOT IN ('earn', 'award', 'compensate', 'redeem', 'capture') THEN
+    RETURN ledger_remember(p_scope, p_key, 'reverse', p_hash, ledger_user_error('NOT_REVERSIBLE',
+      format('a %s transaction cannot be reversed', v_orig.kind), 'transactionId'));
+  END IF;
+  PERFORM ledger_lock_wallet(v_orig.member_id, v_orig.asset);
+  SELECT coalesce(sum(t.points + t.shortfall), 0) INTO v_reversed FROM ledger_transactions t
+    WHERE t.reverses_id = v_orig.id;
+  v_points := coalesce(p_points, v_orig.points - v_reversed);
+  IF v_points <= 0 OR v_reversed + v_points > v_orig.points THEN
+    RETURN ledger_remember(p_scope, p_key, 'reverse', p_hash, ledger_user_error('REVERSAL_EXCEEDS_ORIGINAL',
+      format('%s of %s points are already reversed', v_reversed, v_orig.points), 'points'));
+  END IF;
+  v_wallet := ledger_account('member_wallet', v_orig.asset, v_orig.member_id, NULL);
+
+  IF v_orig.kind IN ('earn', 'award', 'compensate') THEN
+    SELECT * INTO STRICT v_lot FROM lots WHERE transaction_id = v_orig.id FOR UPDATE;
+    v_clawed := least(v_points, v_lot.remaining);
+    IF v_clawed < v_points AND NOT p_force THEN
+      RETURN ledger_remember(p_scope, p_key, 'reverse', p_hash, ledger_user_error('POINTS_ALREADY_SPENT',
+        format('only %s of these points are unspent', v_lot.remaining), 'points'));
+    END IF;
+    INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, reason,
+        reverses_id, shortfall, effective_at)
+      VALUES ('reverse', v_orig.asset, v_orig.member_id, v_orig.tenant_id, p_scope, v_clawed, p_reason,
+        v_orig.id, v_points - v_clawed, now())
+      RETURNING * INTO v_tx;
+    IF v_clawed > 0 THEN
+      UPDATE lots SET remaining = remaining - v_clawed WHERE id = v_lot.id;
+      INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points)
+        VALUES (v_lot.id, v_tx.id, v_orig.member_id, 'clawback', -v_clawed);
+      v_other := CASE WHEN v_lot.issuer_tenant_id IS NULL
+                      THEN ledger_account('alliance_adjustment', v_orig.asset, NULL, NULL)
+                      ELSE ledger_account('tenant_issuance', v_orig.asset, NULL, v_lot.issuer_tenant_id) END;
+      INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount) VALUES
+        (v_tx.id, v_wallet, v_orig.member_id, v_orig.asset, -v_clawed),
+        (v_tx.id, v_other, v_orig.member_id, v_orig.asset, v_clawed);
+    END IF;
+  ELSE
+    INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, reason,
+        reverses_id, effective_at)
+      VALUES ('reverse', v_orig.asset, v_orig.member_id, v_orig.tenant_id, p_scope, v_points, p_reason,
+        v_orig.id, now())
+      RETURNING * INTO v_tx;
+    v_left := v_points;
+    -- Give back the most recently consumed points first (the reverse of consumption order).
+    FOR v_row IN
+      SELECT c.lot_id, -c.points - coalesce((
+          SELECT sum(r.points) FROM lot_movements r JOIN ledger_transactions rt ON rt.id = r.transaction_id
+          WHERE rt.reverses_id = v_orig.id AND r.kind = 'restore'
+            AND (r.lot_id = c.lot_id OR r.lot_id IN (SELECT id FROM lots WHERE restored_from_lot_id = c.lot_id
+                                                       AND transaction_id = rt.id))), 0) AS restorable
+      FROM lot_movements c JOIN lots l ON l.id = c.lot_id
+      WHERE c.transaction_id = v_orig.id AND c.kind = 'consume'
+      ORDER BY l.expires_at DESC NULLS FIRST, l.issued_at DESC, l.id DESC
+    LOOP
+      EXIT WHEN v_left = 0;
+      CONTINUE WHEN v_row.restorable <= 0;
+      v_take := least(v_left, v_row.restorable);
+      SELECT * INTO STRICT v_lot FROM lots WHERE id = v_row.lot_id FOR UPDATE;
+      IF v_lot.expires_at IS NOT NULL AND v_lot.expires_at <= now() THEN
+        -- The member must not lose points to the merchant's refund: fresh validity, same issuer.
+        INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at,
+            expires_at, restored_from_lot_id)
+          VALUES (v_lot.member_id, v_lot.asset, v_lot.issuer_tenant_id, v_tx.id, v_take, 0, now(),
+            ledger_asset_expiry(v_lot.asset, now()), v_lot.id)
+          RETURNING * INTO v_lot;
+      END IF;
+      UPDATE lots SET remaining = remaining + v_take WHERE id = v_lot.id;
+      INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points)
+        VALUES (v_lot.id, v_tx.id, v_orig.member_id, 'restore', v_take);
+      v_left := v_left - v_take;
+    END LOOP;
+    IF v_left <> 0 THEN
+      RAISE EXCEPTION 'ledger_reverse: % points of redemption % could not be restored', v_left, v_orig.id;
+    END IF;
+    v_other := CASE WHEN v_orig.tenant_id IS NULL THEN ledger_account('alliance_adjustment', v_orig.asset, NULL, NULL)
+                    ELSE ledger_account('tenant_redemption', v_orig.asset, NULL, v_orig.tenant_id) END;
+    INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount) VALUES
+      (v_tx.id, v_other, v_orig.member_id, v_orig.asset, -v_points),
+      (v_tx.id, v_wallet, v_orig.member_id, v_orig.asset, v_points);
+  END IF;
+  RETURN ledger_remember(p_scope, p_key, 'reverse', p_hash, ledger_success(v_tx));
+END $$;
+
+-- adjustPoints (operator): a reason-coded correction from or to the alliance adjustment account.
+CREATE FUNCTION ledger_adjust(
+  p_scope text, p_key text, p_hash text, p_member_number text, p_asset text, p_points bigint, p_reason text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, 'adjust', p_hash);
+  v_ctx record;
+  v_available bigint;
+  v_tx ledger_transactions;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  v_ctx := ledger_check_context(NULL, p_member_number, p_asset, NULL);
+  IF v_ctx.refusal IS NOT NULL THEN
+    RETURN ledger_remember(p_scope, p_key, 'adjust', p_hash, v_ctx.refusal);
+  END IF;
+  IF p_points > 0 THEN
+    v_tx := ledger_credit('adjust', v_ctx.member_id, p_asset, p_points, NULL, NULL, p_scope, NULL, NULL, NULL,
+      NULL, p_reason, NULL, now());
+  ELSE
+    PERFORM ledger_lock_wallet(v_ctx.member_id, p_asset);
+    v_available := ledger_available(v_ctx.member_id, p_asset);
+    IF v_available < -p_points THEN
+      RETURN ledger_remember(p_scope, p_key, 'adjust', p_hash, ledger_user_error('INSUFFICIENT_POINTS',
+        format('%s points available, %s requested', v_available, -p_points), 'points'));
+    END IF;
+    v_tx := ledger_debit('adjust', v_ctx.member_id, p_asset, -p_points, NULL, p_scope, NULL, NULL, p_reason,
+      NULL, jsonb_build_object('direction', 'debit'));
+  END IF;
+  RETURN ledger_remember(p_scope, p_key, 'adjust', p_hash, ledger_success(v_tx));
+END $$;
+
+---------------------------------------------------------------------------------------------------
+-- Verification: every invariant of the books, one row per failed check (no rows: all hold).
+---------------------------------------------------------------------------------------------------
+CREATE FUNCTION ledger_verify()
+RETURNS TABLE (check_name text, failures bigint, example text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  WITH checks AS (
+    SELECT 'transaction entries sum to zero per asset' AS check_name, count(*) AS failures,
+           min(transaction_id)::text AS example
+      FROM (SELECT transaction_id FROM ledger_entries GROUP BY transaction_id, asset HAVING sum(amount) <> 0) x
+    UNION ALL
+    SELECT 'trial balance is zero per asset', count(*), min(asset)
+      FROM (SELECT asset FROM ledger_entries GROUP BY asset HAVING sum(amount) <> 0) x
+    UNION ALL
+    SELECT 'entry asset matches its transaction and account', count(*), min(e.transaction_id)::text
+      FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+      JOIN accounts a ON a.id = e.account_id
+      WHERE e.asset <> t.asset OR a.asset <> e.asset OR e.member_id <> t.member_id
+    UNION ALL
+    SELECT 'lot remaining = amount + movements', count(*), min(l.id)::text
+      FROM lots l LEFT JOIN (SELECT lot_id, sum(points) AS moved FROM lot_movements GROUP BY lot_id) m
+        ON m.lot_id = l.id
+      WHERE l.remaining <> l.amount + coalesce(m.moved, 0)
+            - CASE WHEN l.restored_from_lot_id IS NOT NULL THEN l.amount ELSE 0 END
+    UNION ALL
+    SELECT 'lot remaining between 0 and amount', count(*), min(id)::text
+      FROM lots WHERE remaining < 0 OR remaining > amount
+    UNION ALL
+    SELECT 'member wallet balance = sum of lot remaining', count(*), min(member_id)::text
+      FROM (
+        SELECT coalesce(w.member_id, l.member_id) AS member_id
+        FROM (SELECT a.member_id, a.asset, sum(e.amount) AS posted FROM ledger_entries e
+              JOIN accounts a ON a.id = e.account_id WHERE a.kind = 'member_wallet' GROUP BY a.member_id, a.asset) w
+        FULL JOIN (SELECT member_id, asset, sum(remaining) AS remaining FROM lots GROUP BY member_id, asset) l
+          ON l.member_id = w.member_id AND l.asset = w.asset
+        WHERE coalesce(w.posted, 0) <> coalesce(l.remaining, 0)
+      ) x
+    UNION ALL
+    SELECT 'no negative available balance', count(*), min(member_id)::text
+      FROM (SELECT DISTINCT member_id, asset FROM lots) m
+      WHERE ledger_available(m.member_id, m.asset) < 0
+    UNION ALL
+    SELECT 'every movement points at a lot of the same member', count(*), min(mv.lot_id)::text
+      FROM lot_movements mv LEFT JOIN lots l ON l.id = mv.lot_id
+      WHERE l.id IS NULL OR l.member_id <> mv.member_id
+    UNION ALL
+    SELECT 'consumed points = debited points', count(*), min(t.id)::text
+      FROM ledger_transactions t
+      LEFT JOIN (SELECT transaction_id, -sum(points) AS consumed FROM lot_movements WHERE kind = 'consume'
+                 GROUP BY transaction_id) c ON c.transaction_id = t.id
+      WHERE t.kind IN ('redeem', 'capture') AND coalesce(c.consumed, 0) <> t.points
+    UNION ALL
+    SELECT 'reversals never exceed the original', count(*), min(o.id)::text
+      FROM ledger_transactions o JOIN (SELECT reverses_id, sum(points + shortfall) AS reversed
+        FROM ledger_transactions WHERE reverses_id IS NOT NULL GROUP BY reverses_id) r ON r.reverses_id = o.id
+      WHERE r.reversed > o.points
+  )
+  SELECT check_name, failures, example FROM checks WHERE failures > 0
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Reads that need the whole wallet (lots of every issuer) but must respect who is asking.
+---------------------------------------------------------------------------------------------------
+CREATE FUNCTION ledger_can_see_member(p_member bigint)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+  SELECT CASE alliance_role()
+    WHEN 'operator' THEN true
+    WHEN 'member' THEN p_member = alliance_member_id()
+    WHEN 'merchant' THEN EXISTS (SELECT 1 FROM member_links l
+                                 WHERE l.member_id = p_member AND l.tenant_id = alliance_tenant_id())
+    ELSE false END
+$$;
+
+-- Balance of one asset now (available, held), or posted as of a past instant from the entries.
+CREATE FUNCTION ledger_member_balance(p_member bigint, p_asset text, p_as_of timestamptz)
+RETURNS jsonb LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  SELECT CASE
+    WHEN NOT ledger_can_see_member(p_member) THEN NULL
+    WHEN p_as_of IS NULL THEN ledger_balance_json(p_member, p_asset)
+    ELSE jsonb_build_object('asset', p_asset, 'held', 0, 'available', (
+      SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e
+      JOIN ledger_transactions t ON t.id = e.transaction_id
+      JOIN accounts a ON a.id = e.account_id
+      WHERE a.kind = 'member_wallet' AND a.member_id = p_member AND a.asset = p_asset
+        AND e.member_id = p_member AND t.effective_at <= p_as_of))
+  END
+$$;
+
+-- Every asset the member holds or has held, with points expiring within p_days grouped by day.
+CREATE FUNCTION ledger_member_balances(p_member bigint, p_days int)
+RETURNS TABLE (asset text, available bigint, held bigint, expiring jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  SELECT a.asset, (b ->> 'available')::bigint, (b ->> 'held')::bigint,
+    coalesce((SELECT jsonb_agg(jsonb_build_object('points', x.points,
+                'expiresAt', to_char(x.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+                ORDER BY x.expires_at)
+              FROM (SELECT l.expires_at, sum(l.remaining) AS points FROM lots l
+                    WHERE l.member_id = p_member AND l.asset = a.asset AND l.remaining > 0
+                      AND l.expires_at > now() AND l.expires_at <= now() + make_interval(days => p_days)
+                    GROUP BY l.expires_at) x), '[]'::jsonb)
+  FROM (SELECT DISTINCT ac.asset FROM accounts ac WHERE ac.kind = 'member_wallet' AND ac.member_id = p_member) a,
+       LATERAL ledger_balance_json(p_member, a.asset) b
+  WHERE ledger_can_see_member(p_member)
+  ORDER BY a.asset
+$$;

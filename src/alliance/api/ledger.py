@@ -1,0 +1,546 @@
+"""GraphQL for the ledger: money-moving mutations, balances, history and lots of a member.
+
+Mutation payloads come straight from the ledger's SQL functions as remembered under the
+idempotency key, so a retry gets the original answer byte for byte.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, NewType, TypeVar
+
+import strawberry
+
+from alliance.api.context import Info
+from alliance.api.ids import from_cursor, from_global_id, to_global_id
+from alliance.api.mutations import user_error
+from alliance.api.types import Connection, Node, UserError, build_connection, page_size
+from alliance.auth.principal import LEDGER_READ, POINTS_ADJUST, POINTS_EARN, POINTS_REDEEM, Principal
+from alliance.errors import DomainError
+from alliance.ledger import service
+from alliance.ledger.models import LedgerTransaction, Lot
+from alliance.tenants.service import tenant_by_code
+
+BigInt = NewType("BigInt", int)
+BIG_INT_SCALAR = strawberry.scalar(
+    name="BigInt",
+    description="A 64-bit integer number of points (a JSON number; exact below 2^53).",
+    serialize=int,
+    parse_value=int,
+)
+
+
+@strawberry.enum
+class TransactionKind(Enum):
+    EARN = "earn"
+    AWARD = "award"
+    REDEEM = "redeem"
+    CAPTURE = "capture"
+    REVERSE = "reverse"
+    EXPIRE = "expire"
+    ADJUST = "adjust"
+    COMPENSATE = "compensate"
+
+
+@strawberry.enum
+class HoldStatus(Enum):
+    ACTIVE = "active"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+@strawberry.type(name="LedgerTransaction")
+class TransactionNode(Node):
+    kind: TransactionKind
+    points: int
+    asset: str
+    effective_at: datetime
+    created_at: datetime
+    order_ref: str | None
+    reason: str | None
+    shortfall: int = strawberry.field(description="Points a forced reversal could not claw back (recorded).")
+    reverses: strawberry.ID | None = strawberry.field(description="The transaction this one reverses.")
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> TransactionNode:
+        return cls(
+            id=strawberry.ID(to_global_id("LedgerTransaction", data["id"])),
+            kind=TransactionKind(data["kind"]),
+            points=data["points"],
+            asset=data["asset"],
+            effective_at=datetime.fromisoformat(data["effectiveAt"]),
+            created_at=datetime.fromisoformat(data["createdAt"]),
+            order_ref=data["orderRef"],
+            reason=data["reason"],
+            shortfall=data["shortfall"],
+            reverses=_reverses_id(data["reversesId"]),
+        )
+
+    @classmethod
+    def from_model(cls, tx: LedgerTransaction) -> TransactionNode:
+        return cls(
+            id=strawberry.ID(to_global_id("LedgerTransaction", tx.id)),
+            kind=TransactionKind(tx.kind),
+            points=tx.points,
+            asset=tx.asset,
+            effective_at=tx.effective_at,
+            created_at=tx.created_at,
+            order_ref=tx.order_ref,
+            reason=tx.reason,
+            shortfall=tx.shortfall,
+            reverses=_reverses_id(tx.reverses_id),
+        )
+
+
+def _reverses_id(pk: int | None) -> strawberry.ID | None:
+    return None if pk is None else strawberry.ID(to_global_id("LedgerTransaction", pk))
+
+
+@strawberry.type
+class ExpiringPoints:
+    points: BigInt
+    expires_at: datetime
+
+
+@strawberry.type
+class Balance:
+    asset: str
+    available: BigInt = strawberry.field(description="Posted points in unexpired lots minus live holds.")
+    held: BigInt
+    member_pk: strawberry.Private[int | None] = None
+
+    @strawberry.field(description="Points that expire within `days`, grouped by expiry instant.")
+    async def expiring_soon(self, info: Info, days: int = 30) -> list[ExpiringPoints]:
+        if self.member_pk is None:
+            return []
+        async with info.context.transaction() as session:
+            balances = await service.member_balances(session, self.member_pk, days)
+        mine = next((b for b in balances if b.asset == self.asset), None)
+        return [
+            ExpiringPoints(points=e.points, expires_at=e.expires_at) for e in (mine.expiring if mine else ())
+        ]
+
+
+@strawberry.type(name="Hold")
+class HoldNode(Node):
+    points: int
+    captured_points: int
+    status: HoldStatus
+    asset: str
+    expires_at: datetime
+
+
+@strawberry.type(name="Lot")
+class LotNode(Node):
+    asset: str
+    amount: int
+    remaining: int
+    issued_at: datetime
+    expires_at: datetime | None
+
+    @classmethod
+    def from_model(cls, lot: Lot) -> LotNode:
+        return cls(
+            id=strawberry.ID(to_global_id("Lot", lot.id)),
+            asset=lot.asset,
+            amount=lot.amount,
+            remaining=lot.remaining,
+            issued_at=lot.issued_at,
+            expires_at=lot.expires_at,
+        )
+
+
+@strawberry.interface(description="The answer of every money-moving mutation.")
+class PointsPayload:
+    transaction: TransactionNode | None = None
+    balance: Balance | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+P = TypeVar("P", bound=PointsPayload)
+
+
+@strawberry.type
+class EarnPointsPayload(PointsPayload):
+    pass
+
+
+@strawberry.type
+class AwardPointsPayload(PointsPayload):
+    pass
+
+
+@strawberry.type
+class RedeemPointsPayload(PointsPayload):
+    pass
+
+
+@strawberry.type
+class ReverseTransactionPayload(PointsPayload):
+    pass
+
+
+@strawberry.type
+class AdjustPointsPayload(PointsPayload):
+    pass
+
+
+@strawberry.type
+class HoldPointsPayload(PointsPayload):
+    hold: HoldNode | None = None
+
+
+@strawberry.type
+class CaptureHoldPayload(PointsPayload):
+    hold: HoldNode | None = None
+
+
+@strawberry.type
+class ReleaseHoldPayload(PointsPayload):
+    hold: HoldNode | None = None
+
+
+def shape(payload_type: type[P], data: dict[str, Any]) -> P:
+    """A GraphQL payload from the ledger function's remembered answer (identical on replay)."""
+    fields: dict[str, Any] = {
+        "user_errors": [
+            UserError(field=e["field"], code=e["code"], message=e["message"]) for e in data["userErrors"]
+        ],
+        "transaction": TransactionNode.from_payload(data["transaction"]) if data.get("transaction") else None,
+        "balance": Balance(
+            asset=data["balance"]["asset"],
+            available=data["balance"]["available"],
+            held=data["balance"]["held"],
+        )
+        if data.get("balance")
+        else None,
+    }
+    if "hold" in payload_type.__annotations__ or hasattr(payload_type, "hold"):
+        hold = data.get("hold")
+        fields["hold"] = (
+            None
+            if not hold
+            else HoldNode(
+                id=strawberry.ID(to_global_id("Hold", hold["id"])),
+                points=hold["points"],
+                captured_points=hold["capturedPoints"],
+                status=HoldStatus(hold["status"]),
+                asset=hold["asset"],
+                expires_at=datetime.fromisoformat(hold["expiresAt"]),
+            )
+        )
+    return payload_type(**fields)
+
+
+def refusal(payload_type: type[P], error: DomainError) -> P:
+    return payload_type(user_errors=[user_error(error)])
+
+
+def poster(principal: Principal) -> service.Poster:
+    return service.Poster(scope=principal.idempotency_scope, tenant_id=principal.tenant_id)
+
+
+def pk_of(global_id: str, expected: str, field: str) -> int:
+    type_name, pk = from_global_id(global_id, field)
+    if type_name != expected:
+        raise DomainError("INVALID_ID", f"{field} must be a {expected} id", field)
+    return pk
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+
+@strawberry.input
+class EarnPointsInput:
+    member_number: str
+    amount: Decimal = strawberry.field(description="Purchase amount, at most 2 decimals.")
+    order_ref: str
+    idempotency_key: str
+    currency: str = "CNY"
+    store_code: str | None = None
+    category: str | None = None
+    tags: list[str] = strawberry.field(default_factory=list)
+    asset: str = "POINTS"
+    effective_at: datetime | None = strawberry.field(
+        default=None, description="Business time of the purchase; at most 7 days ago. Default: now."
+    )
+
+
+@strawberry.input
+class AwardPointsInput:
+    member_number: str
+    points: int
+    reason: str
+    idempotency_key: str
+    asset: str = "POINTS"
+
+
+@strawberry.input
+class RedeemPointsInput:
+    member_number: str
+    points: int
+    order_ref: str
+    idempotency_key: str
+    store_code: str | None = None
+    asset: str = "POINTS"
+
+
+@strawberry.input
+class HoldPointsInput:
+    member_number: str
+    points: int
+    order_ref: str
+    idempotency_key: str
+    store_code: str | None = None
+    asset: str = "POINTS"
+    timeout_seconds: int | None = strawberry.field(default=None, description="Default 24 hours.")
+
+
+@strawberry.input
+class CaptureHoldInput:
+    hold_id: strawberry.ID
+    idempotency_key: str
+    points: int | None = strawberry.field(
+        default=None, description="Capture part of the hold; the rest is freed."
+    )
+
+
+@strawberry.input
+class ReleaseHoldInput:
+    hold_id: strawberry.ID
+    idempotency_key: str
+
+
+@strawberry.input
+class ReverseTransactionInput:
+    transaction_id: strawberry.ID
+    reason: str
+    idempotency_key: str
+    points: int | None = strawberry.field(
+        default=None, description="Partial reversal; default: all that is left."
+    )
+    force: bool = strawberry.field(
+        default=False,
+        description="Operator only: reverse an earn even if its points were spent (shortfall recorded).",
+    )
+
+
+@strawberry.input
+class AdjustPointsInput:
+    member_number: str
+    points: int = strawberry.field(description="Positive credits the member, negative debits.")
+    reason: str
+    idempotency_key: str
+    asset: str = "POINTS"
+
+
+@strawberry.type
+class LedgerMutations:
+    @strawberry.mutation(description="Points for a purchase at the calling merchant.")
+    async def earn_points(self, info: Info, input: EarnPointsInput) -> EarnPointsPayload:
+        principal = info.context.require(POINTS_EARN, "merchant")
+        try:
+            data = await service.earn_points(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                member_number=input.member_number,
+                amount=input.amount,
+                currency=input.currency,
+                order_ref=input.order_ref,
+                store_code=input.store_code,
+                category=input.category,
+                tags=input.tags,
+                asset=input.asset,
+                effective_at=input.effective_at,
+            )
+        except DomainError as error:
+            return refusal(EarnPointsPayload, error)
+        return shape(EarnPointsPayload, data)
+
+    @strawberry.mutation(description="Bonus points: survey, feedback, a class attended, a birthday.")
+    async def award_points(self, info: Info, input: AwardPointsInput) -> AwardPointsPayload:
+        principal = info.context.require(POINTS_EARN, "merchant")
+        try:
+            data = await service.award_points(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                member_number=input.member_number,
+                points=input.points,
+                reason=input.reason,
+                asset=input.asset,
+            )
+        except DomainError as error:
+            return refusal(AwardPointsPayload, error)
+        return shape(AwardPointsPayload, data)
+
+    @strawberry.mutation(description="Spend points at the calling merchant, from lots of any issuer.")
+    async def redeem_points(self, info: Info, input: RedeemPointsInput) -> RedeemPointsPayload:
+        principal = info.context.require(POINTS_REDEEM, "merchant")
+        try:
+            data = await service.redeem_points(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                member_number=input.member_number,
+                points=input.points,
+                order_ref=input.order_ref,
+                store_code=input.store_code,
+                asset=input.asset,
+            )
+        except DomainError as error:
+            return refusal(RedeemPointsPayload, error)
+        return shape(RedeemPointsPayload, data)
+
+    @strawberry.mutation(description="Reserve points for a pending redemption (e.g. a hotel booking).")
+    async def hold_points(self, info: Info, input: HoldPointsInput) -> HoldPointsPayload:
+        principal = info.context.require(POINTS_REDEEM, "merchant")
+        try:
+            data = await service.hold_points(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                member_number=input.member_number,
+                points=input.points,
+                order_ref=input.order_ref,
+                store_code=input.store_code,
+                asset=input.asset,
+                timeout_seconds=input.timeout_seconds,
+            )
+        except DomainError as error:
+            return refusal(HoldPointsPayload, error)
+        return shape(HoldPointsPayload, data)
+
+    @strawberry.mutation(description="Turn a hold into a redemption, fully or partly.")
+    async def capture_hold(self, info: Info, input: CaptureHoldInput) -> CaptureHoldPayload:
+        principal = info.context.require(POINTS_REDEEM, "merchant", "operator")
+        try:
+            data = await service.close_hold(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                hold_id=pk_of(input.hold_id, "Hold", "holdId"),
+                points=input.points,
+                release=False,
+            )
+        except DomainError as error:
+            return refusal(CaptureHoldPayload, error)
+        return shape(CaptureHoldPayload, data)
+
+    @strawberry.mutation(description="Give held points back to the member.")
+    async def release_hold(self, info: Info, input: ReleaseHoldInput) -> ReleaseHoldPayload:
+        principal = info.context.require(POINTS_REDEEM, "merchant", "operator")
+        try:
+            data = await service.close_hold(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                hold_id=pk_of(input.hold_id, "Hold", "holdId"),
+                points=None,
+                release=True,
+            )
+        except DomainError as error:
+            return refusal(ReleaseHoldPayload, error)
+        return shape(ReleaseHoldPayload, data)
+
+    @strawberry.mutation(description="Undo all or part of an earn or a redemption (refund, return).")
+    async def reverse_transaction(
+        self, info: Info, input: ReverseTransactionInput
+    ) -> ReverseTransactionPayload:
+        principal = info.context.require(POINTS_EARN, "merchant", "operator")
+        try:
+            data = await service.reverse_transaction(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                transaction_id=pk_of(input.transaction_id, "LedgerTransaction", "transactionId"),
+                reason=input.reason,
+                points=input.points,
+                force=input.force,
+            )
+        except DomainError as error:
+            return refusal(ReverseTransactionPayload, error)
+        return shape(ReverseTransactionPayload, data)
+
+    @strawberry.mutation(description="Operator correction, reason-coded and audited in the ledger.")
+    async def adjust_points(self, info: Info, input: AdjustPointsInput) -> AdjustPointsPayload:
+        principal = info.context.require(POINTS_ADJUST, "operator")
+        try:
+            data = await service.adjust_points(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                member_number=input.member_number,
+                points=input.points,
+                asset=input.asset,
+                reason=input.reason,
+            )
+        except DomainError as error:
+            return refusal(AdjustPointsPayload, error)
+        return shape(AdjustPointsPayload, data)
+
+
+# -- member fields ---------------------------------------------------------------------------------
+
+
+@strawberry.input
+class TransactionFilterInput:
+    kinds: list[TransactionKind] | None = None
+    tenant_code: str | None = None
+    from_: datetime | None = strawberry.field(default=None, name="from", description="Effective at or after.")
+    to: datetime | None = strawberry.field(default=None, description="Effective before.")
+
+
+async def member_balances(info: Info, member_pk: int) -> list[Balance]:
+    info.context.require(LEDGER_READ)
+    async with info.context.transaction() as session:
+        balances = await service.member_balances(session, member_pk, 0)
+    return [Balance(asset=b.asset, available=b.available, held=b.held, member_pk=member_pk) for b in balances]
+
+
+async def member_balance(info: Info, member_pk: int, asset: str, as_of: datetime | None) -> Balance:
+    info.context.require(LEDGER_READ)
+    async with info.context.transaction() as session:
+        balance = await service.member_balance(session, member_pk, asset, as_of)
+    return Balance(
+        asset=balance.asset,
+        available=balance.available,
+        held=balance.held,
+        member_pk=member_pk if as_of is None else None,
+    )
+
+
+async def member_transactions(
+    info: Info, member_pk: int, first: int | None, after: str | None, where: TransactionFilterInput | None
+) -> Connection[TransactionNode]:
+    info.context.require(LEDGER_READ)
+    size = page_size(first, info.context.settings.max_page_size)
+    before_id = from_cursor(after)
+    async with info.context.transaction() as session:
+        tenant_id = None
+        if where is not None and where.tenant_code is not None:
+            tenant = await tenant_by_code(session, where.tenant_code)
+            tenant_id = tenant.id if tenant is not None else -1
+        criteria = service.TransactionFilter(
+            kinds=tuple(k.value for k in (where.kinds or [])) if where else (),
+            tenant_id=tenant_id,
+            effective_from=where.from_ if where else None,
+            effective_to=where.to if where else None,
+        )
+        rows = await service.list_transactions(session, member_pk, criteria, before_id, size + 1)
+    return build_connection(rows, size, lambda t: t.id, TransactionNode.from_model, before_id is not None)
+
+
+async def member_lots(
+    info: Info, member_pk: int, first: int | None, after: str | None, asset: str | None, open_only: bool
+) -> Connection[LotNode]:
+    info.context.require(LEDGER_READ)
+    size = page_size(first, info.context.settings.max_page_size)
+    after_id = from_cursor(after)
+    async with info.context.transaction() as session:
+        rows = await service.list_lots(session, member_pk, asset, open_only, after_id, size + 1)
+    return build_connection(rows, size, lambda lot: lot.id, LotNode.from_model, after_id is not None)

@@ -1,0 +1,527 @@
+"""Ledger operations: validate a request, post it through its SQL function, return the payload.
+
+Each posting is one call to a SECURITY DEFINER function (one round trip, one transaction) that
+enforces the ledger rules under the member's wallet lock and stores its answer under the
+caller's idempotency key. The payload it returns is a plain dict shaped like the GraphQL
+payload (``transaction``, ``balance``, ``hold``, ``userErrors``), remembered byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from alliance.db import Database
+from alliance.db.database import run_sql
+from alliance.errors import DomainError
+from alliance.ledger import limits
+from alliance.ledger.models import Asset, LedgerTransaction, Lot
+
+Payload = dict[str, Any]
+
+ASSET_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Poster:
+    """Who posts: the idempotency scope (the API client) and the merchant acting (None: operator)."""
+
+    scope: str
+    tenant_id: int | None
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= limits.MAX_IDEMPOTENCY_KEY:
+        raise DomainError(
+            "INVALID_IDEMPOTENCY_KEY",
+            f"idempotencyKey must be 1-{limits.MAX_IDEMPOTENCY_KEY} chars",
+            "idempotencyKey",
+        )
+    return key
+
+
+def check_points(points: int, field: str = "points") -> int:
+    if not 0 < points <= limits.MAX_POINTS:
+        raise DomainError("INVALID_POINTS", f"points must be between 1 and {limits.MAX_POINTS}", field)
+    return points
+
+
+def check_amount(amount: Decimal) -> Decimal:
+    if amount.as_tuple().exponent < -limits.AMOUNT_DECIMALS:  # type: ignore[operator]
+        raise DomainError("INVALID_AMOUNT", "amount has more than 2 decimal places", "amount")
+    if not Decimal(0) < amount <= limits.MAX_AMOUNT:
+        raise DomainError(
+            "INVALID_AMOUNT", f"amount must be positive and at most {limits.MAX_AMOUNT}", "amount"
+        )
+    return amount
+
+
+def check_asset(asset: str) -> str:
+    if not ASSET_CODE.match(asset):
+        raise DomainError("UNKNOWN_ASSET", f"no asset {asset!r}", "asset")
+    return asset
+
+
+def check_text(value: str | None, field: str, maximum: int, required: bool = False) -> str | None:
+    if value is not None:
+        value = value.strip() or None
+    if value is None:
+        if required:
+            raise DomainError("REQUIRED", f"{field} is required", field)
+        return None
+    if len(value) > maximum:
+        raise DomainError("TOO_LONG", f"{field} must be at most {maximum} characters", field)
+    return value
+
+
+def check_effective_at(effective_at: datetime | None) -> datetime | None:
+    """Business time may be backdated a little (a POS that was offline), never set in the future."""
+    if effective_at is None:
+        return None
+    if effective_at.tzinfo is None:
+        raise DomainError("INVALID_EFFECTIVE_AT", "effectiveAt needs a time zone offset", "effectiveAt")
+    now = datetime.now(UTC)
+    if effective_at > now:
+        raise DomainError("INVALID_EFFECTIVE_AT", "effectiveAt cannot be in the future", "effectiveAt")
+    if now - effective_at > limits.MAX_BACKDATE:
+        raise DomainError(
+            "INVALID_EFFECTIVE_AT",
+            f"effectiveAt may be at most {limits.MAX_BACKDATE.days} days ago",
+            "effectiveAt",
+        )
+    return effective_at
+
+
+def request_hash(operation: str, request: dict[str, Any]) -> str:
+    """A stable digest of what was asked, to tell a retry from a different request under one key."""
+    canonical = json.dumps({"op": operation, **request}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- posting -------------------------------------------------------------------------------------
+
+
+async def _post(db: Database, function: str, params: dict[str, Any]) -> Payload:
+    """Call a ledger function. A unique violation on the idempotency record means a concurrent
+    first attempt with the same key won; the retry then returns that attempt's response."""
+    arguments = ", ".join(f":{name}" for name in params)
+    statement = text(f"SELECT {function}({arguments})")
+    for attempt in range(2):
+        try:
+            payload = await db.call(statement, params)
+        except IntegrityError:
+            if attempt == 1:
+                raise
+            continue
+        assert isinstance(payload, dict) and "userErrors" in payload, payload
+        return payload
+    raise AssertionError("unreachable")
+
+
+def _identity(poster: Poster, operation: str, key: str, request: dict[str, Any]) -> dict[str, Any]:
+    return {"p_scope": poster.scope, "p_key": check_key(key), "p_hash": request_hash(operation, request)}
+
+
+async def earn_points(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str,
+    amount: Decimal,
+    currency: str,
+    order_ref: str,
+    store_code: str | None,
+    category: str | None,
+    tags: list[str],
+    asset: str,
+    effective_at: datetime | None,
+) -> Payload:
+    """Points for a purchase: floor(amount × the merchant's earn rate), as a lot the merchant issues."""
+    assert poster.tenant_id is not None, "earning is a merchant operation"
+    if not CURRENCY.match(currency):
+        raise DomainError("INVALID_CURRENCY", "currency must be an ISO 4217 code", "currency")
+    if currency != "CNY":
+        raise DomainError("UNSUPPORTED_CURRENCY", "only CNY purchases earn points today", "currency")
+    request = {
+        "member": member_number,
+        "amount": str(check_amount(amount)),
+        "currency": currency,
+        "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
+        "store": store_code,
+        "category": category,
+        "tags": sorted(tags),
+        "asset": check_asset(asset),
+        "effectiveAt": check_effective_at(effective_at),
+    }
+    details = {key: value for key, value in (("category", category), ("tags", sorted(tags))) if value}
+    return await _post(
+        db,
+        "ledger_earn",
+        _identity(poster, "earn", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_kind": "earn",
+            "p_member_number": member_number,
+            "p_asset": asset,
+            "p_points": None,
+            "p_amount": amount,
+            "p_currency": currency,
+            "p_order_ref": request["order"],
+            "p_store_code": store_code,
+            "p_reason": None,
+            "p_details": json.dumps(details),
+            "p_effective_at": request["effectiveAt"],
+        },
+    )
+
+
+async def award_points(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str,
+    points: int,
+    reason: str,
+    asset: str,
+) -> Payload:
+    """Bonus points (survey, feedback, class attended, birthday) issued by the merchant."""
+    assert poster.tenant_id is not None, "awarding is a merchant operation"
+    request = {
+        "member": member_number,
+        "points": check_points(points),
+        "asset": check_asset(asset),
+        "reason": check_text(reason, "reason", limits.MAX_REASON, required=True),
+    }
+    return await _post(
+        db,
+        "ledger_earn",
+        _identity(poster, "award", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_kind": "award",
+            "p_member_number": member_number,
+            "p_asset": asset,
+            "p_points": points,
+            "p_amount": None,
+            "p_currency": None,
+            "p_order_ref": None,
+            "p_store_code": None,
+            "p_reason": request["reason"],
+            "p_details": "{}",
+            "p_effective_at": None,
+        },
+    )
+
+
+async def redeem_points(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str,
+    points: int,
+    order_ref: str,
+    store_code: str | None,
+    asset: str,
+) -> Payload:
+    assert poster.tenant_id is not None, "redeeming is a merchant operation"
+    request = {
+        "member": member_number,
+        "points": check_points(points),
+        "asset": check_asset(asset),
+        "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
+        "store": store_code,
+    }
+    return await _post(
+        db,
+        "ledger_redeem",
+        _identity(poster, "redeem", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_member_number": member_number,
+            "p_asset": asset,
+            "p_points": points,
+            "p_order_ref": request["order"],
+            "p_store_code": store_code,
+        },
+    )
+
+
+async def hold_points(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str,
+    points: int,
+    order_ref: str,
+    store_code: str | None,
+    asset: str,
+    timeout_seconds: int | None,
+) -> Payload:
+    """Reserve points for a pending redemption; they stop counting as available until released,
+    captured, or the hold times out (by itself: no job needed)."""
+    assert poster.tenant_id is not None, "holding is a merchant operation"
+    timeout = limits.HOLD_TIMEOUT_DEFAULT_SECONDS if timeout_seconds is None else timeout_seconds
+    if not 60 <= timeout <= limits.HOLD_TIMEOUT_MAX_SECONDS:
+        raise DomainError(
+            "INVALID_TIMEOUT",
+            f"timeoutSeconds must be 60-{limits.HOLD_TIMEOUT_MAX_SECONDS}",
+            "timeoutSeconds",
+        )
+    request = {
+        "member": member_number,
+        "points": check_points(points),
+        "asset": check_asset(asset),
+        "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
+        "store": store_code,
+        "timeout": timeout,
+    }
+    return await _post(
+        db,
+        "ledger_hold",
+        _identity(poster, "hold", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_member_number": member_number,
+            "p_asset": asset,
+            "p_points": points,
+            "p_order_ref": request["order"],
+            "p_store_code": store_code,
+            "p_timeout_seconds": timeout,
+        },
+    )
+
+
+async def close_hold(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    hold_id: int,
+    points: int | None,
+    release: bool,
+) -> Payload:
+    """Capture (all or part of) a hold as a redemption, or release it."""
+    if points is not None:
+        check_points(points)
+    operation = "release" if release else "capture"
+    request = {"hold": hold_id, "points": points}
+    return await _post(
+        db,
+        "ledger_close_hold",
+        _identity(poster, operation, idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_hold_id": hold_id,
+            "p_points": points,
+            "p_release": release,
+        },
+    )
+
+
+async def reverse_transaction(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    transaction_id: int,
+    reason: str,
+    points: int | None,
+    force: bool,
+) -> Payload:
+    """Undo all or part of an earn (claw back its lot) or a redemption (restore its lots)."""
+    if points is not None:
+        check_points(points)
+    if force and poster.tenant_id is not None:
+        raise DomainError("FORCE_REQUIRES_OPERATOR", "only the operator may force a reversal", "force")
+    request = {
+        "transaction": transaction_id,
+        "points": points,
+        "force": force,
+        "reason": check_text(reason, "reason", limits.MAX_REASON, required=True),
+    }
+    return await _post(
+        db,
+        "ledger_reverse",
+        _identity(poster, "reverse", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_transaction_id": transaction_id,
+            "p_points": points,
+            "p_reason": request["reason"],
+            "p_force": force,
+        },
+    )
+
+
+async def adjust_points(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str,
+    points: int,
+    asset: str,
+    reason: str,
+) -> Payload:
+    """An operator's reason-coded correction, credited from or debited to the alliance."""
+    assert poster.tenant_id is None, "adjustments are operator operations"
+    if points == 0 or abs(points) > limits.MAX_POINTS:
+        raise DomainError("INVALID_POINTS", "points must be non-zero and within limits", "points")
+    request = {
+        "member": member_number,
+        "points": points,
+        "asset": check_asset(asset),
+        "reason": check_text(reason, "reason", limits.MAX_REASON, required=True),
+    }
+    return await _post(
+        db,
+        "ledger_adjust",
+        _identity(poster, "adjust", idempotency_key, request)
+        | {
+            "p_member_number": member_number,
+            "p_asset": asset,
+            "p_points": points,
+            "p_reason": request["reason"],
+        },
+    )
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringPoints:
+    points: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    asset: str
+    available: int
+    held: int
+    expiring: tuple[ExpiringPoints, ...] = ()
+
+
+async def member_balances(session: AsyncSession, member_id: int, expiring_days: int) -> list[Balance]:
+    """Every asset of the member's wallet; empty if the caller may not see the member."""
+    if not 0 <= expiring_days <= limits.EXPIRING_DAYS_MAX:
+        raise DomainError("INVALID_DAYS", f"days must be 0-{limits.EXPIRING_DAYS_MAX}", "days")
+    rows = await run_sql(
+        session,
+        text("SELECT * FROM ledger_member_balances(:member, :days)"),
+        {"member": member_id, "days": expiring_days},
+    )
+    return [
+        Balance(
+            row.asset,
+            row.available,
+            row.held,
+            tuple(
+                ExpiringPoints(item["points"], datetime.fromisoformat(item["expiresAt"]))
+                for item in row.expiring
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def member_balance(
+    session: AsyncSession, member_id: int, asset: str, as_of: datetime | None
+) -> Balance:
+    row = (
+        await run_sql(
+            session,
+            text("SELECT ledger_member_balance(:member, :asset, :as_of)"),
+            {"member": member_id, "asset": check_asset(asset), "as_of": as_of},
+        )
+    ).scalar_one()
+    if row is None:
+        raise DomainError("MEMBER_NOT_FOUND", "member not found", "memberNumber")
+    return Balance(row["asset"], row["available"], row["held"])
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationFailure:
+    check: str
+    failures: int
+    example: str | None
+
+
+async def verify_ledger(session: AsyncSession) -> list[VerificationFailure]:
+    """Every ledger invariant checked against the whole book; an empty list means all hold."""
+    rows = await run_sql(session, text("SELECT check_name, failures, example FROM ledger_verify()"))
+    return [VerificationFailure(row.check_name, row.failures, row.example) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionFilter:
+    kinds: tuple[str, ...] = ()
+    tenant_id: int | None = None
+    effective_from: datetime | None = None
+    effective_to: datetime | None = None
+
+
+async def list_transactions(
+    session: AsyncSession, member_id: int, where: TransactionFilter, before_id: int | None, limit: int
+) -> list[LedgerTransaction]:
+    """Newest first, keyset-paged by id. Row-level security limits a merchant to its own postings."""
+    query = select(LedgerTransaction).where(LedgerTransaction.member_id == member_id)
+    if where.kinds:
+        query = query.where(col(LedgerTransaction.kind).in_(where.kinds))
+    if where.tenant_id is not None:
+        query = query.where(LedgerTransaction.tenant_id == where.tenant_id)
+    if where.effective_from is not None:
+        query = query.where(col(LedgerTransaction.effective_at) >= where.effective_from)
+    if where.effective_to is not None:
+        query = query.where(col(LedgerTransaction.effective_at) < where.effective_to)
+    if before_id is not None:
+        query = query.where(col(LedgerTransaction.id) < before_id)
+    query = query.order_by(col(LedgerTransaction.id).desc()).limit(limit)
+    return list((await session.exec(query)).all())
+
+
+async def list_lots(
+    session: AsyncSession,
+    member_id: int,
+    asset: str | None,
+    open_only: bool,
+    after_id: int | None,
+    limit: int,
+) -> list[Lot]:
+    """The member's lots in issue order; row-level security shows a merchant only its own."""
+    query = select(Lot).where(Lot.member_id == member_id)
+    if asset is not None:
+        query = query.where(Lot.asset == asset)
+    if open_only:
+        query = query.where(col(Lot.remaining) > 0)
+    if after_id is not None:
+        query = query.where(col(Lot.id) > after_id)
+    query = query.order_by(col(Lot.id)).limit(limit)
+    return list((await session.exec(query)).all())
+
+
+async def transaction_by_id(session: AsyncSession, transaction_id: int) -> LedgerTransaction | None:
+    return await session.get(LedgerTransaction, transaction_id)
+
+
+async def list_assets(session: AsyncSession) -> list[Asset]:
+    return list((await session.exec(select(Asset).order_by(col(Asset.code)))).all())
