@@ -142,6 +142,23 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from alliance.ledger.service import verify_ledger
+
+    async def verify(db: Database) -> list:  # type: ignore[type-arg]
+        async with db.transaction(OPERATOR) as session:
+            return await verify_ledger(session)
+
+    failures = _with_database(settings, verify)
+    if not failures:
+        print("ledger verified: every invariant holds")
+        return 0
+    print(f"ledger verification FAILED ({len(failures)} checks):", file=sys.stderr)
+    for failure in failures:
+        print(f"  - {failure.check}: {failure.failures} failing (e.g. {failure.example})", file=sys.stderr)
+    return 1
+
+
 def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
     from alliance.api.schema import export_sdl
 
@@ -192,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("rotate", help="make a new signing key current").set_defaults(handler=cmd_keys_rotate)
+
+    ledger = commands.add_parser("ledger", help="the points ledger").add_subparsers(
+        dest="ledger_command", required=True
+    )
+    ledger.add_parser("verify", help="check every ledger invariant; exit 1 if one fails").set_defaults(
+        handler=cmd_ledger_verify
+    )
 
     schema = commands.add_parser("schema", help="GraphQL schema").add_subparsers(
         dest="schema_command", required=True
