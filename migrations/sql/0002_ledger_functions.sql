@@ -614,3 +614,104 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
   WHERE ledger_can_see_member(p_member)
   ORDER BY a.asset
 $$;
+
+---------------------------------------------------------------------------------------------------
+-- earnPointsBatch: up to 1000 purchases in one set-based call (POS back-office imports).
+-- Items arrive pre-validated for shape; here each is checked against the books and refused on
+-- its own (unknown member or store, duplicate order, no points) while the rest are posted.
+---------------------------------------------------------------------------------------------------
+CREATE FUNCTION ledger_earn_batch(p_scope text, p_key text, p_hash text, p_tenant bigint, p_items jsonb)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, 'earn_batch', p_hash);
+  v_results jsonb;
+  v_rate numeric;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  ASSERT jsonb_array_length(p_items) <= 1000, 'batches are at most 1000 items';
+  SELECT t.earn_rate INTO v_rate FROM tenants t WHERE t.id = p_tenant AND t.status = 'active';
+  IF NOT FOUND THEN
+    RETURN ledger_remember(p_scope, p_key, 'earn_batch', p_hash,
+      ledger_user_error('TENANT_SUSPENDED', 'this merchant is suspended') || jsonb_build_object('results', '[]'::jsonb));
+  END IF;
+
+  CREATE TEMP TABLE IF NOT EXISTS earn_batch_items (
+    idx int, member_number text, amount numeric, currency text, order_ref text, store_code text,
+    asset text, details jsonb, effective_at timestamptz, member_id bigint, store_id bigint, points bigint,
+    error_code text, error_field text, transaction_id bigint
+  ) ON COMMIT DROP;
+  TRUNCATE earn_batch_items;
+  INSERT INTO earn_batch_items (idx, member_number, amount, currency, order_ref, store_code, asset, details,
+      effective_at)
+    SELECT i.idx, i.member_number, i.amount, i.currency, i.order_ref, i.store_code, i.asset,
+      coalesce(i.details, '{}'::jsonb), coalesce(i.effective_at, now())
+    FROM jsonb_to_recordset(p_items) AS i(idx int, member_number text, amount numeric, currency text,
+      order_ref text, store_code text, asset text, details jsonb, effective_at timestamptz);
+
+  UPDATE earn_batch_items b SET member_id = m.id
+    FROM members m JOIN member_links l ON l.member_id = m.id AND l.tenant_id = p_tenant
+    WHERE m.member_number = b.member_number AND m.status = 'active';
+  UPDATE earn_batch_items b SET store_id = s.id
+    FROM stores s WHERE s.tenant_id = p_tenant AND s.code = b.store_code;
+  UPDATE earn_batch_items b SET points = floor(b.amount * v_rate)::bigint;
+
+  UPDATE earn_batch_items b SET (error_code, error_field) = (SELECT e.code, e.field FROM (VALUES
+      (1, 'UNKNOWN_ASSET', 'asset', NOT EXISTS (SELECT 1 FROM assets a WHERE a.code = b.asset)),
+      (2, 'MEMBER_NOT_FOUND', 'memberNumber', b.member_id IS NULL),
+      (3, 'UNKNOWN_STORE', 'storeCode', b.store_code IS NOT NULL AND b.store_id IS NULL),
+      (4, 'DUPLICATE_ORDER', 'orderRef', EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.tenant_id = p_tenant
+          AND t.kind = 'earn' AND t.order_ref = b.order_ref AND t.member_id = b.member_id)
+        OR EXISTS (SELECT 1 FROM earn_batch_items o WHERE o.order_ref = b.order_ref
+          AND o.member_number = b.member_number AND o.idx < b.idx)),
+      (5, 'NO_POINTS_EARNED', 'amount', b.points <= 0)
+    ) AS e(rank, code, field, failed) WHERE e.failed ORDER BY e.rank LIMIT 1);
+
+  -- Every wallet the batch credits, created in one statement.
+  INSERT INTO accounts (kind, asset, member_id)
+    SELECT DISTINCT 'member_wallet', b.asset, b.member_id FROM earn_batch_items b WHERE b.error_code IS NULL
+    ON CONFLICT DO NOTHING;
+  INSERT INTO accounts (kind, asset, tenant_id)
+    SELECT DISTINCT 'tenant_issuance', b.asset, p_tenant FROM earn_batch_items b WHERE b.error_code IS NULL
+    ON CONFLICT DO NOTHING;
+
+  WITH posted AS (
+    INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount, currency,
+        order_ref, store_id, details, effective_at)
+      SELECT 'earn', b.asset, b.member_id, p_tenant, p_scope, b.points, b.amount, b.currency, b.order_ref,
+        b.store_id, b.details || jsonb_build_object('batchIndex', b.idx), b.effective_at
+      FROM earn_batch_items b WHERE b.error_code IS NULL ORDER BY b.idx
+      RETURNING id, (details ->> 'batchIndex')::int AS idx
+  )
+  UPDATE earn_batch_items b SET transaction_id = posted.id FROM posted WHERE posted.idx = b.idx;
+
+  INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
+    SELECT b.transaction_id, a.id, b.member_id, b.asset, -b.points
+      FROM earn_batch_items b JOIN accounts a ON a.kind = 'tenant_issuance' AND a.asset = b.asset
+        AND a.tenant_id = p_tenant AND a.member_id IS NULL
+      WHERE b.transaction_id IS NOT NULL
+    UNION ALL
+    SELECT b.transaction_id, a.id, b.member_id, b.asset, b.points
+      FROM earn_batch_items b JOIN accounts a ON a.kind = 'member_wallet' AND a.asset = b.asset
+        AND a.member_id = b.member_id AND a.tenant_id IS NULL
+      WHERE b.transaction_id IS NOT NULL;
+  INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at, expires_at)
+    SELECT b.member_id, b.asset, p_tenant, b.transaction_id, b.points, b.points, b.effective_at,
+      ledger_asset_expiry(b.asset, b.effective_at)
+    FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL;
+
+  SELECT jsonb_agg(jsonb_build_object(
+      'index', b.idx,
+      'transaction', CASE WHEN b.transaction_id IS NULL THEN NULL ELSE ledger_transaction_json(t) END,
+      'userErrors', CASE WHEN b.error_code IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(jsonb_build_object(
+        'field', b.error_field, 'code', b.error_code, 'message', CASE b.error_code
+          WHEN 'UNKNOWN_ASSET' THEN 'no such asset'
+          WHEN 'MEMBER_NOT_FOUND' THEN 'no such member is enrolled at this merchant'
+          WHEN 'UNKNOWN_STORE' THEN 'no such store at this merchant'
+          WHEN 'DUPLICATE_ORDER' THEN 'points were already earned for this order'
+          ELSE 'this purchase earns no points' END)) END) ORDER BY b.idx)
+    INTO v_results
+    FROM earn_batch_items b LEFT JOIN ledger_transactions t ON t.id = b.transaction_id;
+  DROP TABLE earn_batch_items;
+  RETURN ledger_remember(p_scope, p_key, 'earn_batch', p_hash, jsonb_build_object(
+    'results', coalesce(v_results, '[]'::jsonb), 'userErrors', '[]'::jsonb));
+END $$;

@@ -270,6 +270,38 @@ class EarnPointsInput:
 
 
 @strawberry.input
+class EarnPointsBatchItem:
+    member_number: str
+    amount: Decimal
+    order_ref: str
+    currency: str = "CNY"
+    store_code: str | None = None
+    category: str | None = None
+    tags: list[str] = strawberry.field(default_factory=list)
+    asset: str = "POINTS"
+    effective_at: datetime | None = None
+
+
+@strawberry.input
+class EarnPointsBatchInput:
+    items: list[EarnPointsBatchItem] = strawberry.field(description="At most 1000 purchases.")
+    idempotency_key: str
+
+
+@strawberry.type
+class EarnPointsBatchResult:
+    index: int = strawberry.field(description="Position of the item in the input list.")
+    transaction: TransactionNode | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class EarnPointsBatchPayload:
+    results: list[EarnPointsBatchResult] = strawberry.field(default_factory=list)
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
 class AwardPointsInput:
     member_number: str
     points: int
@@ -360,6 +392,48 @@ class LedgerMutations:
         except DomainError as error:
             return refusal(EarnPointsPayload, error)
         return shape(EarnPointsPayload, data)
+
+    @strawberry.mutation(
+        description="Up to 1000 purchases at once (POS back-office import); bad items fail alone."
+    )
+    async def earn_points_batch(self, info: Info, input: EarnPointsBatchInput) -> EarnPointsBatchPayload:
+        principal = info.context.require(POINTS_EARN, "merchant")
+        items = [
+            service.EarnItem(
+                member_number=item.member_number,
+                amount=item.amount,
+                order_ref=item.order_ref,
+                currency=item.currency,
+                store_code=item.store_code,
+                category=item.category,
+                tags=tuple(item.tags),
+                asset=item.asset,
+                effective_at=item.effective_at,
+            )
+            for item in input.items
+        ]
+        try:
+            data = await service.earn_points_batch(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                items=items,
+            )
+        except DomainError as error:
+            return EarnPointsBatchPayload(user_errors=[user_error(error)])
+        return EarnPointsBatchPayload(
+            results=[
+                EarnPointsBatchResult(
+                    index=result["index"],
+                    transaction=TransactionNode.from_payload(result["transaction"])
+                    if result["transaction"]
+                    else None,
+                    user_errors=[UserError(**error) for error in result["userErrors"]],
+                )
+                for result in data["results"]
+            ],
+            user_errors=[UserError(**error) for error in data["userErrors"]],
+        )
 
     @strawberry.mutation(description="Bonus points: survey, feedback, a class attended, a birthday.")
     async def award_points(self, info: Info, input: AwardPointsInput) -> AwardPointsPayload:

@@ -190,6 +190,85 @@ async def earn_points(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EarnItem:
+    """One purchase of an `earn_points_batch`."""
+
+    member_number: str
+    amount: Decimal
+    order_ref: str
+    currency: str = "CNY"
+    store_code: str | None = None
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+    asset: str = "POINTS"
+    effective_at: datetime | None = None
+
+
+MAX_BATCH_ITEMS = 1000
+
+
+def _check_earn_item(item: EarnItem) -> dict[str, Any]:
+    if item.currency != "CNY":
+        raise DomainError("UNSUPPORTED_CURRENCY", "only CNY purchases earn points today", "currency")
+    details = {k: v for k, v in (("category", item.category), ("tags", sorted(item.tags))) if v}
+    return {
+        "member_number": check_text(item.member_number, "memberNumber", 32, required=True),
+        "amount": str(check_amount(item.amount)),
+        "currency": item.currency,
+        "order_ref": check_text(item.order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
+        "store_code": item.store_code,
+        "asset": check_asset(item.asset),
+        "details": details,
+        "effective_at": effective.isoformat()
+        if (effective := check_effective_at(item.effective_at))
+        else None,
+    }
+
+
+async def earn_points_batch(
+    db: Database, poster: Poster, *, idempotency_key: str, items: list[EarnItem]
+) -> Payload:
+    """Many purchases in one set-based posting; a bad item is refused alone, the others post.
+
+    Returns ``{"results": [{"index", "transaction", "userErrors"}, ...], "userErrors": [...]}``.
+    """
+    assert poster.tenant_id is not None, "earning is a merchant operation"
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise DomainError("INVALID_BATCH_SIZE", f"a batch has 1 to {MAX_BATCH_ITEMS} items", "items")
+    checked: list[dict[str, Any]] = []
+    refused: dict[int, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        try:
+            checked.append(_check_earn_item(item) | {"idx": index})
+        except DomainError as error:
+            refused[index] = {
+                "index": index,
+                "transaction": None,
+                "userErrors": [{"field": error.field, "code": error.code, "message": error.message}],
+            }
+    request = {"items": [item for item in checked], "refused": sorted(refused)}
+    payload: Payload
+    if checked:
+        payload = await _post(
+            db,
+            "ledger_earn_batch",
+            _identity(poster, "earn_batch", idempotency_key, request)
+            | {
+                "p_tenant": poster.tenant_id,
+                "p_items": json.dumps(checked),
+            },
+        )
+    else:
+        check_key(idempotency_key)
+        payload = {"results": [], "userErrors": []}
+    if payload["userErrors"]:
+        return payload
+    results = {result["index"]: result for result in payload["results"]} | refused
+    assert len(results) == len(items), "every item has exactly one result"
+    return {"results": [results[index] for index in range(len(items))], "userErrors": []}
+
+
 async def award_points(
     db: Database,
     poster: Poster,
