@@ -12,6 +12,7 @@ import sys
 import httpx
 from sqlalchemy import text
 
+from alliance.api.ids import from_global_id
 from alliance.db.database import OPERATOR, run_sql
 from alliance.ledger.service import verify_ledger
 from tests.conftest import client_token, random_phone, unique
@@ -88,19 +89,22 @@ async def test_sigkill_mid_burst_keeps_every_acknowledged_posting(settings, db, 
 
     assert 20 <= len(acknowledged) < 400, "the kill must land mid-burst"
     async with db.transaction(OPERATOR) as session:
-        posted = (
-            await run_sql(
-                session,
-                text(
-                    "SELECT count(*) FROM ledger_transactions t JOIN members m ON m.id = t.member_id"
-                    " WHERE m.member_number = :n AND t.kind = 'earn'"
-                ),
-                {"n": number},
-            )
-        ).scalar_one()
+        posted_ids = set(
+            (
+                await run_sql(
+                    session,
+                    text(
+                        "SELECT t.id FROM ledger_transactions t JOIN members m ON m.id = t.member_id"
+                        " WHERE m.member_number = :n AND t.kind = 'earn'"
+                    ),
+                    {"n": number},
+                )
+            ).scalars()
+        )
         assert await verify_ledger(session) == []
     # Every acknowledged posting is there; unacknowledged ones either committed whole or not at all.
-    assert posted >= len(acknowledged)
+    assert {from_global_id(gid)[1] for gid in acknowledged} <= posted_ids
+    posted = len(posted_ids)
     balance = await merchant.api(
         "query($n: String!) { member(memberNumber: $n) { balance { available } } }", n=number
     )
