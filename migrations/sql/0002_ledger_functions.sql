@@ -106,6 +106,11 @@ RETURNS bigint LANGUAGE sql STABLE AS $$
     AND (p_tenant IS NULL OR EXISTS (SELECT 1 FROM member_links l WHERE l.member_id = m.id AND l.tenant_id = p_tenant))
 $$;
 
+-- Whether postings dated p_at may no longer land for this asset (its settlement period is closed).
+-- Settlement (revision 0003) replaces this with the real rule.
+CREATE FUNCTION ledger_period_closed(p_asset text, p_at timestamptz)
+RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT false $$;
+
 -- Common checks for a merchant's posting: active tenant, visible member, known asset and store.
 -- Returns a refusal, or NULL with the member id and store id written to the out parameters.
 CREATE FUNCTION ledger_check_context(
@@ -245,6 +250,10 @@ BEGIN
     IF v_points IS NULL THEN
       SELECT floor(p_amount * t.earn_rate)::bigint INTO v_points FROM tenants t WHERE t.id = p_tenant;
     END IF;
+  END IF;
+  IF p_effective_at IS NOT NULL AND ledger_period_closed(p_asset, p_effective_at) THEN
+    RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('PERIOD_CLOSED',
+      'effectiveAt falls in a settled (approved) period; post it in the open period', 'effectiveAt'));
   END IF;
   IF v_points IS NULL OR v_points <= 0 THEN
     RETURN ledger_remember(p_scope, p_key, p_kind, p_hash,
@@ -663,7 +672,8 @@ BEGIN
           AND t.kind = 'earn' AND t.order_ref = b.order_ref AND t.member_id = b.member_id)
         OR EXISTS (SELECT 1 FROM earn_batch_items o WHERE o.order_ref = b.order_ref
           AND o.member_number = b.member_number AND o.idx < b.idx)),
-      (5, 'NO_POINTS_EARNED', 'amount', b.points <= 0)
+      (5, 'NO_POINTS_EARNED', 'amount', b.points <= 0),
+      (6, 'PERIOD_CLOSED', 'effectiveAt', ledger_period_closed(b.asset, b.effective_at))
     ) AS e(rank, code, field, failed) WHERE e.failed ORDER BY e.rank LIMIT 1);
 
   -- Every wallet the batch credits, created in one statement.
@@ -708,6 +718,7 @@ BEGIN
           WHEN 'MEMBER_NOT_FOUND' THEN 'no such member is enrolled at this merchant'
           WHEN 'UNKNOWN_STORE' THEN 'no such store at this merchant'
           WHEN 'DUPLICATE_ORDER' THEN 'points were already earned for this order'
+          WHEN 'PERIOD_CLOSED' THEN 'effectiveAt falls in a settled (approved) period'
           ELSE 'this purchase earns no points' END)) END) ORDER BY b.idx)
     INTO v_results
     FROM earn_batch_items b LEFT JOIN ledger_transactions t ON t.id = b.transaction_id;

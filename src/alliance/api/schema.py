@@ -26,13 +26,14 @@ from alliance.api.ledger import (
     TransactionNode,
 )
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
+from alliance.api.settlement import SettlementBatchNode, SettlementMutations, SettlementQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
 from alliance.api.types import DECIMAL_SCALAR
 from alliance.api.viewer import ViewerQueries
 from alliance.config import Settings
 
-Query = merge_types("Query", (ViewerQueries, TenantQueries, MemberQueries))
-Mutation = merge_types("Mutation", (TenantMutations, MemberMutations, LedgerMutations))
+Query = merge_types("Query", (ViewerQueries, TenantQueries, MemberQueries, SettlementQueries))
+Mutation = merge_types("Mutation", (TenantMutations, MemberMutations, LedgerMutations, SettlementMutations))
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
@@ -45,6 +46,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             MemberNode,
             TransactionNode,
             LotNode,
+            SettlementBatchNode,
             EarnPointsPayload,
             AwardPointsPayload,
             RedeemPointsPayload,

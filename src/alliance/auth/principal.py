@@ -19,6 +19,8 @@ POINTS_EARN = "points:earn"
 POINTS_REDEEM = "points:redeem"
 POINTS_ADJUST = "points:adjust"
 LEDGER_READ = "ledger:read"
+SETTLEMENT_READ = "settlement:read"
+SETTLEMENT_WRITE = "settlement:write"
 
 ALL_SCOPES = frozenset(
     {
@@ -31,11 +33,13 @@ ALL_SCOPES = frozenset(
         POINTS_REDEEM,
         POINTS_ADJUST,
         LEDGER_READ,
+        SETTLEMENT_READ,
+        SETTLEMENT_WRITE,
     }
 )
 DEFAULT_SCOPES: dict[str, frozenset[str]] = {
     "operator": ALL_SCOPES,
-    "merchant": ALL_SCOPES - {TENANTS_WRITE, POINTS_ADJUST},
+    "merchant": ALL_SCOPES - {TENANTS_WRITE, POINTS_ADJUST, SETTLEMENT_WRITE},
     "member": frozenset({TENANTS_READ, MEMBERS_READ, POINTS_REDEEM, LEDGER_READ}),
 }
 

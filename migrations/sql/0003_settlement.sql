@@ -1,0 +1,306 @@
+-- Settlement (revision 0003): versioned terms, batches built set-based from the ledger's
+-- provenance (lot_movements), priced, netted and reconciled; expiry into breakage.
+
+CREATE TABLE settlement_terms (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  asset text NOT NULL REFERENCES assets(code),
+  model text NOT NULL DEFAULT 'provenance_netting' CHECK (model IN ('provenance_netting', 'operator_clearing')),
+  settlement_value numeric(18, 6) NOT NULL CHECK (settlement_value >= 0),
+  currency char(3) NOT NULL DEFAULT 'CNY',
+  fee_bps int NOT NULL DEFAULT 0 CHECK (fee_bps BETWEEN 0 AND 10000),
+  period_length text NOT NULL DEFAULT 'monthly' CHECK (period_length IN ('daily', 'weekly', 'monthly')),
+  time_zone text NOT NULL DEFAULT 'Asia/Shanghai',
+  effective_from timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (asset, effective_from)
+);
+INSERT INTO settlement_terms (asset, settlement_value, effective_from)
+  SELECT code, settlement_value, '2000-01-01T00:00:00Z' FROM assets;
+
+CREATE TABLE settlement_batches (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  asset text NOT NULL REFERENCES assets(code),
+  period_start timestamptz NOT NULL,
+  period_end timestamptz NOT NULL CHECK (period_end > period_start),
+  status text NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'approved', 'paid')),
+  terms_id bigint NOT NULL REFERENCES settlement_terms(id),
+  line_points bigint NOT NULL,
+  cross_redeemed_points bigint NOT NULL,
+  reversed_points bigint NOT NULL,
+  gross_amount numeric(18, 2) NOT NULL,
+  fee_amount numeric(18, 2) NOT NULL,
+  computed_at timestamptz NOT NULL DEFAULT now(),
+  approved_at timestamptz,
+  paid_at timestamptz,
+  UNIQUE (asset, period_start),
+  -- Σ line points = cross-merchant redeemed points in the period minus reversals of them.
+  CHECK (line_points = cross_redeemed_points - reversed_points)
+);
+
+CREATE TABLE settlement_lines (
+  id bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+  batch_id bigint NOT NULL REFERENCES settlement_batches(id) ON DELETE CASCADE,
+  issuer_tenant_id bigint NOT NULL REFERENCES tenants(id),
+  redeemer_tenant_id bigint NOT NULL REFERENCES tenants(id),
+  points bigint NOT NULL,
+  gross_amount numeric(18, 2) NOT NULL,
+  fee_amount numeric(18, 2) NOT NULL,
+  net_amount numeric(18, 2) NOT NULL,
+  PRIMARY KEY (batch_id, issuer_tenant_id, redeemer_tenant_id),
+  CHECK (issuer_tenant_id <> redeemer_tenant_id),
+  CHECK (net_amount = gross_amount - fee_amount)
+);
+
+-- One row per party; tenant_id NULL is the operator (its fees).
+CREATE TABLE settlement_positions (
+  batch_id bigint NOT NULL REFERENCES settlement_batches(id) ON DELETE CASCADE,
+  tenant_id bigint REFERENCES tenants(id),
+  receivable numeric(18, 2) NOT NULL,
+  payable numeric(18, 2) NOT NULL,
+  net_amount numeric(18, 2) NOT NULL,
+  payment_reference text,
+  paid_at timestamptz,
+  UNIQUE NULLS NOT DISTINCT (batch_id, tenant_id),
+  CHECK (net_amount = receivable - payable)
+);
+
+CREATE FUNCTION settlement_round(p_amount numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+  -- Half-even to the cent (banker's rounding), as DESIGN.md rule 5 requires.
+  SELECT CASE WHEN abs(p_amount * 100 - trunc(p_amount * 100)) = 0.5
+              THEN (trunc(p_amount * 100) + CASE WHEN trunc(p_amount * 100) % 2 = 0 THEN 0 ELSE sign(p_amount) END) / 100
+              ELSE round(p_amount, 2) END
+$$;
+
+-- The provenance of a period, recomputed from the ledger: per (issuer, redeemer), points
+-- consumed by redemptions minus points restored by their reversals, by effective time.
+CREATE FUNCTION settlement_provenance(p_asset text, p_start timestamptz, p_end timestamptz)
+RETURNS TABLE (issuer_tenant_id bigint, redeemer_tenant_id bigint, consumed bigint, restored bigint)
+LANGUAGE sql STABLE AS $$
+  SELECT l.issuer_tenant_id, t.tenant_id,
+    coalesce(sum(-mv.points) FILTER (WHERE mv.kind = 'consume'), 0)::bigint,
+    coalesce(sum(mv.points) FILTER (WHERE mv.kind = 'restore'), 0)::bigint
+  FROM ledger_transactions t
+  JOIN lot_movements mv ON mv.transaction_id = t.id
+  JOIN lots l ON l.id = mv.lot_id
+  WHERE t.asset = p_asset AND t.effective_at >= p_start AND t.effective_at < p_end
+    AND ((t.kind IN ('redeem', 'capture') AND mv.kind = 'consume') OR (t.kind = 'reverse' AND mv.kind = 'restore'))
+    AND t.tenant_id IS NOT NULL AND l.issuer_tenant_id IS NOT NULL AND l.issuer_tenant_id <> t.tenant_id
+  GROUP BY l.issuer_tenant_id, t.tenant_id
+$$;
+
+-- Build (or rebuild, while still a draft) the batch of one asset and period. Returns the batch
+-- id, or raises BATCH_NOT_DRAFT (P0001) if it is already approved.
+CREATE FUNCTION settlement_run(p_asset text, p_start timestamptz, p_end timestamptz)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_terms settlement_terms;
+  v_batch settlement_batches;
+  v_sum numeric;
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  SELECT * INTO v_terms FROM settlement_terms
+    WHERE asset = p_asset AND effective_from <= p_start ORDER BY effective_from DESC LIMIT 1;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'NO_TERMS' USING ERRCODE = 'P0001', DETAIL = 'no settlement terms in force for this period';
+  END IF;
+  -- Serialise runs of one asset and period (a CronJob and an operator may overlap).
+  PERFORM pg_advisory_xact_lock(hashtext('settlement:' || p_asset), hashtext(p_start::text));
+  SELECT * INTO v_batch FROM settlement_batches WHERE asset = p_asset AND period_start = p_start FOR UPDATE;
+  IF FOUND AND v_batch.status <> 'draft' THEN
+    RAISE EXCEPTION 'BATCH_NOT_DRAFT' USING ERRCODE = 'P0001', DETAIL = 'an approved batch is immutable';
+  END IF;
+  IF FOUND AND v_batch.period_end <> p_end THEN
+    RAISE EXCEPTION 'PERIOD_MISMATCH' USING ERRCODE = 'P0001', DETAIL = 'a batch exists for this start with another end';
+  END IF;
+
+  CREATE TEMP TABLE settlement_work ON COMMIT DROP AS
+    SELECT p.issuer_tenant_id, p.redeemer_tenant_id, p.consumed, p.restored, p.consumed - p.restored AS points,
+      settlement_round((p.consumed - p.restored) * v_terms.settlement_value) AS gross
+    FROM settlement_provenance(p_asset, p_start, p_end) p;
+
+  IF v_batch.id IS NULL THEN
+    INSERT INTO settlement_batches (asset, period_start, period_end, terms_id, line_points, cross_redeemed_points,
+        reversed_points, gross_amount, fee_amount)
+      VALUES (p_asset, p_start, p_end, v_terms.id, 0, 0, 0, 0, 0) RETURNING * INTO v_batch;
+  ELSE
+    DELETE FROM settlement_lines WHERE batch_id = v_batch.id;
+    DELETE FROM settlement_positions WHERE batch_id = v_batch.id;
+  END IF;
+
+  INSERT INTO settlement_lines (batch_id, issuer_tenant_id, redeemer_tenant_id, points, gross_amount, fee_amount,
+      net_amount)
+    SELECT v_batch.id, w.issuer_tenant_id, w.redeemer_tenant_id, w.points, w.gross,
+      settlement_round(w.gross * v_terms.fee_bps / 10000),
+      w.gross - settlement_round(w.gross * v_terms.fee_bps / 10000)
+    FROM settlement_work w WHERE w.points <> 0;
+
+  INSERT INTO settlement_positions (batch_id, tenant_id, receivable, payable, net_amount)
+    SELECT v_batch.id, party, sum(receivable), sum(payable), sum(receivable) - sum(payable)
+    FROM (
+      SELECT redeemer_tenant_id AS party, net_amount AS receivable, 0 AS payable FROM settlement_lines
+        WHERE batch_id = v_batch.id
+      UNION ALL
+      SELECT issuer_tenant_id, 0, gross_amount FROM settlement_lines WHERE batch_id = v_batch.id
+      UNION ALL
+      SELECT NULL, fee_amount, 0 FROM settlement_lines WHERE batch_id = v_batch.id
+    ) flows
+    GROUP BY party;
+
+  UPDATE settlement_batches b SET
+      terms_id = v_terms.id, computed_at = now(),
+      line_points = coalesce((SELECT sum(points) FROM settlement_lines WHERE batch_id = b.id), 0),
+      cross_redeemed_points = coalesce((SELECT sum(consumed) FROM settlement_work), 0),
+      reversed_points = coalesce((SELECT sum(restored) FROM settlement_work), 0),
+      gross_amount = coalesce((SELECT sum(gross_amount) FROM settlement_lines WHERE batch_id = b.id), 0),
+      fee_amount = coalesce((SELECT sum(fee_amount) FROM settlement_lines WHERE batch_id = b.id), 0)
+    WHERE b.id = v_batch.id;
+  SELECT coalesce(sum(net_amount), 0) INTO v_sum FROM settlement_positions WHERE batch_id = v_batch.id;
+  ASSERT v_sum = 0, format('settlement batch %s: net positions sum to %s, not 0', v_batch.id, v_sum);
+  DROP TABLE settlement_work;
+  RETURN v_batch.id;
+END $$;
+
+-- The operator's proof: the stored lines against a fresh recomputation from the ledger.
+CREATE FUNCTION settlement_reconcile(p_batch bigint)
+RETURNS TABLE (issuer_tenant_id bigint, redeemer_tenant_id bigint, batch_points bigint, ledger_points bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  WITH b AS (SELECT * FROM settlement_batches WHERE id = p_batch),
+  fresh AS (SELECT p.issuer_tenant_id, p.redeemer_tenant_id, p.consumed - p.restored AS points
+            FROM b, settlement_provenance(b.asset, b.period_start, b.period_end) p),
+  stored AS (SELECT l.issuer_tenant_id, l.redeemer_tenant_id, l.points FROM settlement_lines l WHERE l.batch_id = p_batch)
+  SELECT coalesce(s.issuer_tenant_id, f.issuer_tenant_id), coalesce(s.redeemer_tenant_id, f.redeemer_tenant_id),
+    coalesce(s.points, 0), coalesce(f.points, 0)
+  FROM stored s FULL JOIN fresh f ON f.issuer_tenant_id = s.issuer_tenant_id AND f.redeemer_tenant_id = s.redeemer_tenant_id
+  WHERE coalesce(s.points, 0) <> coalesce(f.points, 0)
+$$;
+
+-- Whether an approved (closed) batch covers this asset at this instant: postings may not land there.
+CREATE OR REPLACE FUNCTION ledger_period_closed(p_asset text, p_at timestamptz)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM settlement_batches WHERE asset = p_asset AND status <> 'draft'
+                 AND period_start <= p_at AND p_at < period_end)
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Expiry: the remainder of every lot past its expiry moves to the breakage account, one
+-- transaction per member and asset and run. Set-based over a chunk of members; idempotent (an
+-- expired lot has remaining 0 afterwards) and safe beside traffic (wallet locks, SKIP LOCKED).
+---------------------------------------------------------------------------------------------------
+CREATE FUNCTION ledger_expire(p_run text, p_max_members int)
+RETURNS TABLE (members bigint, lots bigint, points bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+  CREATE TEMP TABLE expiring_wallets ON COMMIT DROP AS
+    SELECT a.id AS wallet_id, a.member_id, a.asset
+    FROM accounts a
+    WHERE a.kind = 'member_wallet' AND (a.member_id, a.asset) IN (
+      SELECT DISTINCT l.member_id, l.asset FROM lots l
+      WHERE l.remaining > 0 AND l.expires_at <= now()
+      ORDER BY l.member_id, l.asset LIMIT p_max_members)
+    ORDER BY a.id
+    FOR UPDATE SKIP LOCKED;
+  CREATE TEMP TABLE expiring_lots ON COMMIT DROP AS
+    SELECT l.id AS lot_id, l.member_id, l.asset, l.remaining
+    FROM lots l JOIN expiring_wallets w ON w.member_id = l.member_id AND w.asset = l.asset
+    WHERE l.remaining > 0 AND l.expires_at <= now()
+    FOR UPDATE OF l;
+  CREATE TEMP TABLE expiring_transactions ON COMMIT DROP AS
+    WITH posted AS (
+      INSERT INTO ledger_transactions (kind, asset, member_id, points, reason, details, effective_at)
+        SELECT 'expire', e.asset, e.member_id, sum(e.remaining), 'lots past their expiry',
+          jsonb_build_object('run', p_run), now()
+        FROM expiring_lots e GROUP BY e.member_id, e.asset
+        RETURNING id, member_id, asset, points)
+    SELECT * FROM posted;
+  INSERT INTO accounts (kind, asset) SELECT DISTINCT 'alliance_breakage', asset FROM expiring_transactions
+    ON CONFLICT DO NOTHING;
+  INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points)
+    SELECT e.lot_id, t.id, e.member_id, 'expire', -e.remaining
+    FROM expiring_lots e JOIN expiring_transactions t ON t.member_id = e.member_id AND t.asset = e.asset;
+  UPDATE lots l SET remaining = 0 FROM expiring_lots e WHERE l.id = e.lot_id;
+  INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
+    SELECT t.id, w.wallet_id, t.member_id, t.asset, -t.points
+      FROM expiring_transactions t JOIN expiring_wallets w ON w.member_id = t.member_id AND w.asset = t.asset
+    UNION ALL
+    SELECT t.id, b.id, t.member_id, t.asset, t.points
+      FROM expiring_transactions t JOIN accounts b ON b.kind = 'alliance_breakage' AND b.asset = t.asset;
+  RETURN QUERY SELECT (SELECT count(*) FROM expiring_transactions), (SELECT count(*) FROM expiring_lots),
+    (SELECT coalesce(sum(t.points), 0)::bigint FROM expiring_transactions t);
+  DROP TABLE expiring_wallets, expiring_lots, expiring_transactions;
+END $$;
+
+-- Breakage per issuer and month (alliance time zone).
+CREATE FUNCTION settlement_breakage(p_asset text, p_start timestamptz, p_end timestamptz)
+RETURNS TABLE (issuer_tenant_id bigint, points bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  SELECT l.issuer_tenant_id, sum(-mv.points)::bigint
+  FROM ledger_transactions t JOIN lot_movements mv ON mv.transaction_id = t.id JOIN lots l ON l.id = mv.lot_id
+  WHERE t.kind = 'expire' AND t.asset = p_asset AND t.effective_at >= p_start AND t.effective_at < p_end
+    AND (alliance_role() = 'operator' OR l.issuer_tenant_id = alliance_tenant_id())
+  GROUP BY l.issuer_tenant_id
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Lifecycle: DRAFT -> APPROVED (operator, after the period ended) -> PAID (every payment recorded).
+---------------------------------------------------------------------------------------------------
+CREATE FUNCTION settlement_approve(p_batch bigint)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE v_batch settlement_batches;
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  SELECT * INTO v_batch FROM settlement_batches WHERE id = p_batch FOR UPDATE;
+  IF NOT FOUND THEN RAISE EXCEPTION 'BATCH_NOT_FOUND' USING ERRCODE = 'P0001'; END IF;
+  IF v_batch.status <> 'draft' THEN RAISE EXCEPTION 'BATCH_NOT_DRAFT' USING ERRCODE = 'P0001'; END IF;
+  IF v_batch.period_end > now() THEN RAISE EXCEPTION 'PERIOD_NOT_ENDED' USING ERRCODE = 'P0001'; END IF;
+  IF EXISTS (SELECT 1 FROM settlement_reconcile(p_batch)) THEN
+    RAISE EXCEPTION 'BATCH_STALE' USING ERRCODE = 'P0001';
+  END IF;
+  UPDATE settlement_batches SET status = 'approved', approved_at = now() WHERE id = p_batch;
+END $$;
+
+CREATE FUNCTION settlement_mark_paid(p_batch bigint, p_tenant bigint, p_operator boolean, p_reference text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE v_batch settlement_batches;
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  SELECT * INTO v_batch FROM settlement_batches WHERE id = p_batch FOR UPDATE;
+  IF NOT FOUND THEN RAISE EXCEPTION 'BATCH_NOT_FOUND' USING ERRCODE = 'P0001'; END IF;
+  IF v_batch.status <> 'approved' THEN RAISE EXCEPTION 'BATCH_NOT_APPROVED' USING ERRCODE = 'P0001'; END IF;
+  UPDATE settlement_positions SET payment_reference = p_reference, paid_at = now()
+    WHERE batch_id = p_batch AND tenant_id IS NOT DISTINCT FROM (CASE WHEN p_operator THEN NULL ELSE p_tenant END)
+      AND net_amount <> 0 AND paid_at IS NULL;
+  IF NOT FOUND THEN RAISE EXCEPTION 'INSTRUCTION_NOT_FOUND' USING ERRCODE = 'P0001'; END IF;
+  IF NOT EXISTS (SELECT 1 FROM settlement_positions WHERE batch_id = p_batch AND net_amount <> 0 AND paid_at IS NULL) THEN
+    UPDATE settlement_batches SET status = 'paid', paid_at = now() WHERE id = p_batch;
+  END IF;
+END $$;
+
+CREATE FUNCTION settlement_set_terms(p_asset text, p_model text, p_value numeric, p_currency text, p_fee_bps int,
+  p_period_length text, p_effective_from timestamptz)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE v_id bigint;
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  -- Terms may not change for a period that already has an approved batch.
+  IF EXISTS (SELECT 1 FROM settlement_batches WHERE asset = p_asset AND status <> 'draft'
+             AND period_end > p_effective_from) THEN
+    RAISE EXCEPTION 'PERIOD_CLOSED' USING ERRCODE = 'P0001';
+  END IF;
+  INSERT INTO settlement_terms (asset, model, settlement_value, currency, fee_bps, period_length, effective_from)
+    VALUES (p_asset, p_model, p_value, p_currency, p_fee_bps, p_period_length, p_effective_from)
+    ON CONFLICT (asset, effective_from) DO UPDATE SET model = EXCLUDED.model,
+      settlement_value = EXCLUDED.settlement_value, currency = EXCLUDED.currency, fee_bps = EXCLUDED.fee_bps,
+      period_length = EXCLUDED.period_length
+    RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+
+-- Tenant codes for the parties of lines the caller can see (counterparties are otherwise hidden).
+CREATE FUNCTION settlement_party_codes(p_ids bigint[])
+RETURNS TABLE (id bigint, code text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  SELECT t.id, t.code FROM tenants t WHERE t.id = ANY (p_ids)
+    AND (alliance_role() = 'operator' OR t.id = alliance_tenant_id() OR EXISTS (
+      SELECT 1 FROM settlement_lines l
+      WHERE alliance_role() = 'merchant' AND alliance_tenant_id() IN (l.issuer_tenant_id, l.redeemer_tenant_id)
+        AND t.id IN (l.issuer_tenant_id, l.redeemer_tenant_id)))
+$$;
