@@ -126,7 +126,7 @@ def upgrade() -> None:
     )
 
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON tenants, stores, api_clients TO {app_role}")
-    op.execute(f"GRANT SELECT, UPDATE ON members TO {app_role}")
+    op.execute(f"GRANT SELECT ON members TO {app_role}")
     op.execute(f"GRANT SELECT ON member_links TO {app_role}")
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON signing_keys TO {app_role}")
 
@@ -164,6 +164,9 @@ def upgrade() -> None:
         using=f"{op_} OR alliance_role() = 'auth' OR {own_tenant}",
         check=f"{op_} OR {own_tenant}",
     )
+
+    # Private signing keys: only the operator context (key loading and rotation) may touch them.
+    _protect("signing_keys", app_role, using="alliance_role() = 'operator'")
 
     # Enrolment must find a member by phone across the whole alliance, which the merchant's
     # context cannot see; this owner-run function does exactly that and nothing more.
@@ -203,7 +206,18 @@ def upgrade() -> None:
               CASE WHEN v_linked_ref = p_external_ref THEN NULL ELSE 'MEMBER_ALREADY_ENROLLED' END;
             RETURN;
           END IF;
-          INSERT INTO member_links (tenant_id, member_id, external_ref) VALUES (v_tenant, v_member.id, p_external_ref);
+          INSERT INTO member_links (tenant_id, member_id, external_ref) VALUES (v_tenant, v_member.id, p_external_ref)
+            ON CONFLICT DO NOTHING;
+          IF NOT FOUND THEN
+            -- A concurrent enrolment won the race: a retry of ours, or a clash on the reference.
+            SELECT l.external_ref INTO v_linked_ref FROM member_links l
+              WHERE l.tenant_id = v_tenant AND l.member_id = v_member.id;
+            RETURN QUERY SELECT v_member.id, v_member.member_number, false,
+              CASE WHEN v_linked_ref = p_external_ref THEN NULL
+                   WHEN v_linked_ref IS NOT NULL THEN 'MEMBER_ALREADY_ENROLLED'
+                   ELSE 'EXTERNAL_REF_TAKEN' END;
+            RETURN;
+          END IF;
           RETURN QUERY SELECT v_member.id, v_member.member_number, v_created, NULL::text;
         END $$;
         """

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from alliance.errors import DomainError
+
+_PK = re.compile(r"[0-9]{1,18}")  # a positive bigint, never beyond its range
 
 
 def _encode(raw: str) -> str:
@@ -25,7 +28,7 @@ def to_global_id(type_name: str, pk: int) -> str:
 
 def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
     type_name, _, pk = _decode(global_id).partition(":")
-    if not type_name or not pk.isdigit():
+    if not type_name or not _PK.fullmatch(pk):
         raise DomainError("INVALID_ID", "malformed global id", field)
     return type_name, int(pk)
 
@@ -38,6 +41,6 @@ def from_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     prefix, _, pk = _decode(cursor).partition(":")
-    if prefix != "k" or not pk.isdigit():
+    if prefix != "k" or not _PK.fullmatch(pk):
         raise DomainError("INVALID_CURSOR", "malformed cursor", "after")
     return int(pk)

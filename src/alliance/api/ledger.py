@@ -189,6 +189,20 @@ class AdjustPointsPayload(PointsPayload):
 
 
 @strawberry.type
+class CompensatePointsPayload(PointsPayload):
+    pass
+
+
+@strawberry.enum
+class CompensationReason(Enum):
+    MERCHANT_FAULT = "MERCHANT_FAULT"
+    SYSTEM_FAILURE = "SYSTEM_FAILURE"
+    REWARD_WITHDRAWN = "REWARD_WITHDRAWN"
+    STORE_CLOSED = "STORE_CLOSED"
+    GOODWILL = "GOODWILL"
+
+
+@strawberry.type
 class HoldPointsPayload(PointsPayload):
     hold: HoldNode | None = None
 
@@ -358,6 +372,16 @@ class ReverseTransactionInput:
         default=False,
         description="Operator only: reverse an earn even if its points were spent (shortfall recorded).",
     )
+
+
+@strawberry.input
+class CompensatePointsInput:
+    member_number: str
+    points: int
+    reason: CompensationReason
+    idempotency_key: str
+    note: str | None = None
+    asset: str = "POINTS"
 
 
 @strawberry.input
@@ -539,6 +563,27 @@ class LedgerMutations:
         except DomainError as error:
             return refusal(ReverseTransactionPayload, error)
         return shape(ReverseTransactionPayload, data)
+
+    @strawberry.mutation(
+        description="Compensate a member who could not use points: a merchant pays from its own issuance, "
+        "the operator grants from the alliance. Reason-coded and queryable."
+    )
+    async def compensate_points(self, info: Info, input: CompensatePointsInput) -> CompensatePointsPayload:
+        principal = info.context.require(POINTS_EARN, "merchant", "operator")
+        try:
+            data = await service.compensate_points(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                member_number=input.member_number,
+                points=input.points,
+                reason=input.reason.value,
+                note=input.note,
+                asset=input.asset,
+            )
+        except DomainError as error:
+            return refusal(CompensatePointsPayload, error)
+        return shape(CompensatePointsPayload, data)
 
     @strawberry.mutation(description="Operator correction, reason-coded and audited in the ledger.")
     async def adjust_points(self, info: Info, input: AdjustPointsInput) -> AdjustPointsPayload:

@@ -16,6 +16,7 @@ from alliance.api.ledger import (
     AwardPointsPayload,
     BigInt,
     CaptureHoldPayload,
+    CompensatePointsPayload,
     EarnPointsPayload,
     HoldPointsPayload,
     LedgerMutations,
@@ -55,6 +56,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             ReleaseHoldPayload,
             ReverseTransactionPayload,
             AdjustPointsPayload,
+            CompensatePointsPayload,
         ],
         config=StrawberryConfig(scalar_map={Decimal: DECIMAL_SCALAR, BigInt: BIG_INT_SCALAR}),
         extensions=[

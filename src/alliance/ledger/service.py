@@ -308,6 +308,57 @@ async def award_points(
     )
 
 
+COMPENSATION_REASONS = ("MERCHANT_FAULT", "SYSTEM_FAILURE", "REWARD_WITHDRAWN", "STORE_CLOSED", "GOODWILL")
+
+
+async def compensate_points(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str,
+    points: int,
+    reason: str,
+    note: str | None,
+    asset: str,
+) -> Payload:
+    """Points for a member who could not use theirs (consumer protection, DESIGN.md rule 7).
+
+    A merchant pays from its own issuance; the operator grants from the alliance. The reason
+    code is kept on the transaction, so every compensation is auditable and queryable.
+    """
+    if reason not in COMPENSATION_REASONS:
+        raise DomainError(
+            "INVALID_REASON", f"reason must be one of {', '.join(COMPENSATION_REASONS)}", "reason"
+        )
+    request = {
+        "member": member_number,
+        "points": check_points(points),
+        "asset": check_asset(asset),
+        "reason": reason,
+        "note": check_text(note, "note", limits.MAX_REASON),
+    }
+    return await _post(
+        db,
+        "ledger_earn",
+        _identity(poster, "compensate", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_kind": "compensate",
+            "p_member_number": member_number,
+            "p_asset": asset,
+            "p_points": points,
+            "p_amount": None,
+            "p_currency": None,
+            "p_order_ref": None,
+            "p_store_code": None,
+            "p_reason": reason if note is None else f"{reason}: {request['note']}",
+            "p_details": json.dumps({"compensationReason": reason}),
+            "p_effective_at": None,
+        },
+    )
+
+
 async def redeem_points(
     db: Database,
     poster: Poster,

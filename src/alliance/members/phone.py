@@ -11,8 +11,8 @@ import re
 from alliance.errors import DomainError
 
 _SEPARATORS = re.compile(r"[\s\-().]")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_CN_MOBILE = re.compile(r"1[3-9][0-9]{9}")
 
 
 def normalize_phone(raw: str, field: str = "phone") -> str:
@@ -20,13 +20,13 @@ def normalize_phone(raw: str, field: str = "phone") -> str:
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     if not compact.startswith("+"):
-        if _CN_MOBILE.match(compact):
+        if _CN_MOBILE.fullmatch(compact):
             compact = "+86" + compact
         else:
             raise DomainError("INVALID_PHONE", "phone must be E.164 (+8613800138000) or a CN mobile", field)
-    if compact.startswith("+86") and not _CN_MOBILE.match(compact[3:]):
+    if compact.startswith("+86") and not _CN_MOBILE.fullmatch(compact[3:]):
         raise DomainError("INVALID_PHONE", "a +86 number must be an 11-digit mobile number", field)
-    if not _E164.match(compact):
+    if not _E164.fullmatch(compact):
         raise DomainError("INVALID_PHONE", "phone must be E.164 (+8613800138000) or a CN mobile", field)
     return compact
 

@@ -15,7 +15,7 @@ from alliance.errors import DomainError, NotFound
 from alliance.members.models import Member, MemberLink
 from alliance.members.phone import normalize_phone
 
-EXTERNAL_REF = re.compile(r"^[\x21-\x7e]{1,128}$")
+EXTERNAL_REF = re.compile(r"[\x21-\x7e]{1,128}")
 
 _ENROLL = text(
     "SELECT member_id, member_number, created, error_code FROM enroll_member(:phone, :ref, :name, :birthday)"
@@ -38,7 +38,7 @@ async def enroll_member(
 ) -> Enrolment:
     """Create the member if the phone is new, else link the existing one to the caller's tenant."""
     e164 = normalize_phone(phone)
-    if not EXTERNAL_REF.match(external_ref):
+    if not EXTERNAL_REF.fullmatch(external_ref):
         raise DomainError(
             "INVALID_EXTERNAL_REF", "externalRef must be 1-128 printable ASCII characters", "externalRef"
         )

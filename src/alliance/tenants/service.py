@@ -11,8 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from alliance.errors import DomainError, NotFound
 from alliance.tenants.models import Store, Tenant, TenantCategory
 
-TENANT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-STORE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TENANT_CODE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+STORE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_NAME = 200
 
 
@@ -24,7 +24,7 @@ def _check_name(name: str, field: str = "name") -> str:
 
 
 async def create_tenant(session: AsyncSession, code: str, name: str, category: TenantCategory) -> Tenant:
-    if not TENANT_CODE.match(code):
+    if not TENANT_CODE.fullmatch(code):
         raise DomainError(
             "INVALID_TENANT_CODE", "code must be a lowercase slug of 2-63 letters, digits or '-'", "code"
         )
@@ -62,7 +62,7 @@ async def create_store(
     tenant = await tenant_by_code(session, tenant_code)
     if tenant is None:
         raise NotFound("tenant", "tenantCode")
-    if not STORE_CODE.match(code):
+    if not STORE_CODE.fullmatch(code):
         raise DomainError("INVALID_STORE_CODE", "code must be 1-64 letters, digits, '_' or '-'", "code")
     if city is not None:
         city = city.strip() or None
