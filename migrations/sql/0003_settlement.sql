@@ -109,6 +109,10 @@ BEGIN
   IF FOUND AND v_batch.status <> 'draft' THEN
     RAISE EXCEPTION 'BATCH_NOT_DRAFT' USING ERRCODE = 'P0001', DETAIL = 'an approved batch is immutable';
   END IF;
+  IF EXISTS (SELECT 1 FROM settlement_batches o WHERE o.asset = p_asset AND o.period_start <> p_start
+             AND tstzrange(o.period_start, o.period_end) && tstzrange(p_start, p_end)) THEN
+    RAISE EXCEPTION 'PERIOD_OVERLAP' USING ERRCODE = 'P0001', DETAIL = 'another batch covers part of this period';
+  END IF;
   IF FOUND AND v_batch.period_end <> p_end THEN
     RAISE EXCEPTION 'PERIOD_MISMATCH' USING ERRCODE = 'P0001', DETAIL = 'a batch exists for this start with another end';
   END IF;
@@ -187,7 +191,7 @@ $$;
 -- expired lot has remaining 0 afterwards) and safe beside traffic (wallet locks, SKIP LOCKED).
 ---------------------------------------------------------------------------------------------------
 CREATE FUNCTION ledger_expire(p_run text, p_max_members int)
-RETURNS TABLE (members bigint, lots bigint, points bigint)
+RETURNS TABLE (expired_wallets bigint, expired_lots bigint, expired_points bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN
   CREATE TEMP TABLE expiring_wallets ON COMMIT DROP AS

@@ -159,6 +159,111 @@ def cmd_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+def cmd_settle(args: argparse.Namespace, settings: Settings) -> int:
+    """Build the batch of one asset and month (default: last month) — the monthly CronJob."""
+    from datetime import date
+
+    from alliance.errors import DomainError
+    from alliance.settlement.periods import parse_month
+    from alliance.settlement.service import run_settlement
+
+    if args.period:
+        start = parse_month(args.period)
+    else:
+        today = date.today()
+        start = date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
+
+    async def run(db: Database) -> str:
+        async with db.transaction(OPERATOR) as session:
+            batch = await run_settlement(session, args.asset, start, None)
+            return (
+                f"batch {batch.id} {batch.asset} {batch.period_start:%Y-%m-%d}..{batch.period_end:%Y-%m-%d} "
+                f"{batch.status}: {batch.line_points} points, "
+                f"gross {batch.gross_amount}, fees {batch.fee_amount}"
+            )
+
+    try:
+        print(_with_database(settings, run))
+    except DomainError as error:
+        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_settle_export(args: argparse.Namespace, settings: Settings) -> int:
+    from alliance.errors import DomainError
+    from alliance.settlement.service import batch_by_id, batch_lines, batch_positions, statement_csv
+
+    async def export(db: Database) -> str:
+        async with db.transaction(OPERATOR) as session:
+            if args.format == "csv":
+                return await statement_csv(session, args.batch)
+            batch = await batch_by_id(session, args.batch)
+            lines = await batch_lines(session, args.batch, None, 1_000_000)
+            positions = await batch_positions(session, args.batch)
+        document = {
+            "batch": {
+                "id": batch.id,
+                "asset": batch.asset,
+                "status": batch.status,
+                "periodStart": batch.period_start.isoformat(),
+                "periodEnd": batch.period_end.isoformat(),
+            },
+            "lines": [
+                {
+                    "issuer": line.issuer_code,
+                    "redeemer": line.redeemer_code,
+                    "points": line.points,
+                    "grossAmount": str(line.gross_amount),
+                    "feeAmount": str(line.fee_amount),
+                    "netAmount": str(line.net_amount),
+                }
+                for line in lines
+            ],
+            "positions": [
+                {
+                    "party": p.party,
+                    "netAmount": str(p.net_amount),
+                    "direction": p.direction,
+                    "paymentReference": p.payment_reference,
+                }
+                for p in positions
+            ],
+        }
+        return json.dumps(document, indent=2) + "\n"
+
+    try:
+        sys.stdout.write(_with_database(settings, export))
+    except DomainError as error:
+        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
+    """Expire every lot past its expiry, in chunks; safe beside traffic and beside itself."""
+    import uuid
+
+    from alliance.settlement.service import expire_lots
+
+    run_id = str(uuid.uuid4())
+
+    async def expire(db: Database) -> tuple[int, int, int]:
+        members = lots = points = 0
+        while True:
+            async with db.transaction(OPERATOR) as session:
+                chunk = await expire_lots(session, run_id, args.chunk)
+            members, lots, points = members + chunk.members, lots + chunk.lots, points + chunk.points
+            if chunk.members == 0:
+                return members, lots, points
+
+    members, lots, points = _with_database(settings, expire)
+    print(
+        f"expiry run {run_id}: {points} points from {lots} lots of {members} member wallets moved to breakage"
+    )
+    return 0
+
+
 def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
     from alliance.api.schema import export_sdl
 
@@ -216,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_parser("verify", help="check every ledger invariant; exit 1 if one fails").set_defaults(
         handler=cmd_ledger_verify
     )
+
+    settle = commands.add_parser("settle", help="settlement: build a period's batch (default: last month)")
+    settle.add_argument("--asset", default="POINTS")
+    settle.add_argument("--period", help="month to settle, e.g. 2026-11")
+    settle.set_defaults(handler=cmd_settle)
+    settle_commands = settle.add_subparsers(dest="settle_command")
+    export_batch = settle_commands.add_parser("export", help="a batch's statement as CSV or JSON")
+    export_batch.add_argument("--batch", type=int, required=True)
+    export_batch.add_argument("--format", choices=["csv", "json"], default="csv")
+    export_batch.set_defaults(handler=cmd_settle_export)
+
+    expire_parser = commands.add_parser("expire", help="expire lots past their expiry into breakage")
+    expire_parser.add_argument("--chunk", type=int, default=5000, help="member wallets per transaction")
+    expire_parser.set_defaults(handler=cmd_expire)
 
     schema = commands.add_parser("schema", help="GraphQL schema").add_subparsers(
         dest="schema_command", required=True

@@ -30,6 +30,7 @@ _REFUSALS = {
     "BATCH_NOT_APPROVED": ("only an approved batch can be paid", "batchId"),
     "BATCH_STALE": ("the ledger changed since this batch was computed; run it again", "batchId"),
     "PERIOD_NOT_ENDED": ("a period can be approved only after it ends", "batchId"),
+    "PERIOD_OVERLAP": ("another batch of this asset covers part of this period", "periodStart"),
     "PERIOD_MISMATCH": ("a batch for this start exists with another end", "periodEnd"),
     "PERIOD_CLOSED": ("terms cannot change for a settled period", "effectiveFrom"),
     "INSTRUCTION_NOT_FOUND": ("no unpaid instruction for this party", "party"),
@@ -354,4 +355,4 @@ async def expire_lots(session: AsyncSession, run_id: str, max_members: int = 500
             session, text("SELECT * FROM ledger_expire(:run, :n)"), {"run": run_id, "n": max_members}
         )
     ).one()
-    return ExpiryRun(row.members, row.lots, row.points)
+    return ExpiryRun(row.expired_wallets, row.expired_lots, row.expired_points)

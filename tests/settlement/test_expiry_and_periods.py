@@ -1,0 +1,249 @@
+"""Expiry into breakage, compensation, closed periods and cross-period reversals."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from alliance.db.database import OPERATOR, run_sql
+from alliance.ledger.service import verify_ledger
+from alliance.settlement.service import expire_lots
+from alliance.tenants.models import TenantCategory
+from tests.conftest import random_phone, unique
+from tests.ledger.test_worked_example import EARN, REDEEM, enroll
+from tests.settlement.test_worked_example import RUN, backdate_member_transactions
+
+BALANCE = "query($n: String!) { member(memberNumber: $n) { balance { available } } }"
+
+
+async def owner_sql(settings, sql: str, **params) -> None:
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql), params)
+    finally:
+        await engine.dispose()
+
+
+async def test_expiry_moves_expired_remainders_to_breakage_once(settings, db, make_merchant):
+    merchant = await make_merchant()
+    number = await enroll(merchant, random_phone())
+    for order in ("E-1", "E-2"):
+        await merchant.api(
+            EARN, i={"memberNumber": number, "amount": "40", "orderRef": order, "idempotencyKey": unique("k")}
+        )
+    await merchant.api(
+        REDEEM, i={"memberNumber": number, "points": 30, "orderRef": "R", "idempotencyKey": unique("k")}
+    )
+    # The soonest-expiring lot (E-1) gave its 30 first; make it expire now with 10 left.
+    await owner_sql(
+        settings,
+        "UPDATE lots SET expires_at = now() - interval '1 second' WHERE transaction_id ="
+        " (SELECT min(t.id) FROM ledger_transactions t JOIN members m ON m.id = t.member_id"
+        "  WHERE m.member_number = :n AND t.kind = 'earn')",
+        n=number,
+    )
+    assert (await merchant.api(BALANCE, n=number))["member"]["balance"]["available"] == 40
+
+    async def run_twice_concurrently():
+        async def run():
+            async with db.transaction(OPERATOR) as session:
+                return await expire_lots(session, str(uuid.uuid4()), 100_000)
+
+        return await asyncio.gather(run(), run())
+
+    first = await run_twice_concurrently()
+    assert sum(r.points for r in first) >= 10
+    async with db.transaction(OPERATOR) as session:
+        rows = (
+            (
+                await run_sql(
+                    session,
+                    text(
+                        "SELECT t.points FROM ledger_transactions t JOIN members m ON m.id = t.member_id"
+                        " WHERE m.member_number = :n AND t.kind = 'expire'"
+                    ),
+                    {"n": number},
+                )
+            )
+            .scalars()
+            .all()
+        )
+        assert rows == [10], "exactly one expiry transaction for the member, for the remainder"
+        assert await verify_ledger(session) == []
+        again = await expire_lots(session, str(uuid.uuid4()), 100_000)
+    assert (await merchant.api(BALANCE, n=number))["member"]["balance"]["available"] == 40
+    # Nothing of this member is left to expire.
+    async with db.transaction(OPERATOR) as session:
+        left = (
+            await run_sql(
+                session,
+                text(
+                    "SELECT count(*) FROM lots l JOIN members m ON m.id = l.member_id"
+                    " WHERE m.member_number = :n AND l.remaining > 0 AND l.expires_at <= now()"
+                ),
+                {"n": number},
+            )
+        ).scalar_one()
+    assert left == 0 and again.points >= 0
+
+
+async def test_compensation_is_reason_coded_and_funded_by_the_right_party(operator, make_merchant, db):
+    merchant = await make_merchant()
+    number = await enroll(merchant, random_phone())
+    compensate = """mutation($i: CompensatePointsInput!) { compensatePoints(input: $i) {
+      transaction { kind points reason } balance { available } userErrors { code } } }"""
+    by_merchant = await merchant.api(
+        compensate,
+        i={
+            "memberNumber": number,
+            "points": 200,
+            "reason": "REWARD_WITHDRAWN",
+            "note": "tyre voucher withdrawn",
+            "idempotencyKey": unique("k"),
+        },
+    )
+    assert by_merchant["compensatePoints"]["transaction"] == {
+        "kind": "COMPENSATE",
+        "points": 200,
+        "reason": "REWARD_WITHDRAWN: tyre voucher withdrawn",
+    }
+    by_operator = await operator(
+        compensate,
+        i={"memberNumber": number, "points": 50, "reason": "SYSTEM_FAILURE", "idempotencyKey": unique("k")},
+    )
+    assert by_operator["compensatePoints"]["balance"] == {"available": 250}
+    async with db.transaction(OPERATOR) as session:
+        issuers = (
+            (
+                await run_sql(
+                    session,
+                    text(
+                        "SELECT l.issuer_tenant_id FROM lots l JOIN members m ON m.id = l.member_id"
+                        " WHERE m.member_number = :n ORDER BY l.id"
+                    ),
+                    {"n": number},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert issuers == [merchant.tenant_id, None], (
+        "the merchant funds its own; the operator's come from the alliance"
+    )
+    listed = await operator(
+        "query($n: String!) { member(memberNumber: $n) { transactions(filter: {kinds: [COMPENSATE]}) { edges { node { reason } } } } }",
+        n=number,
+    )
+    assert len(listed["member"]["transactions"]["edges"]) == 2
+
+
+async def test_closed_period_refuses_backdating_and_reversal_lands_in_the_open_period(
+    settings, operator, make_merchant
+):
+    issuer = await make_merchant(TenantCategory.SUPERMARKET)
+    redeemer = await make_merchant(TenantCategory.HOTEL)
+    phone = random_phone()
+    number = await enroll(issuer, phone)
+    await enroll(redeemer, phone)
+    await issuer.api(
+        EARN,
+        i={
+            "memberNumber": number,
+            "amount": "100",
+            "orderRef": "P-1",
+            "asset": "GREEN",
+            "idempotencyKey": unique("k"),
+        },
+    )
+    redeemed = await redeemer.api(
+        REDEEM,
+        i={
+            "memberNumber": number,
+            "points": 80,
+            "orderRef": "P-2",
+            "asset": "GREEN",
+            "idempotencyKey": unique("k"),
+        },
+    )
+
+    # GREEN points, so closing a period does not constrain other tests' POINTS terms. The closed
+    # period is [20 days ago, 2 days ago) so that a backdated earn (≤ 7 days) can aim into it.
+    today = datetime.now(UTC).date()
+    closed_start, open_start = today - timedelta(days=20), today - timedelta(days=2)
+    await backdate_member_transactions(
+        settings, number, datetime.combine(today - timedelta(days=10), datetime.min.time(), UTC)
+    )
+    period = {"asset": "GREEN", "periodStart": closed_start.isoformat(), "periodEnd": open_start.isoformat()}
+    batch = (await operator(RUN, i=period))["runSettlement"]["batch"]
+    approved = await operator(
+        "mutation($id: ID!) { approveSettlement(input: {batchId: $id}) { batch { status } userErrors { code } } }",
+        id=batch["id"],
+    )
+    assert approved["approveSettlement"]["userErrors"] == [], approved
+
+    # Backdating an earn into the closed period is refused with a clear code, nothing written.
+    closed_day = datetime.combine(today - timedelta(days=3), datetime.min.time(), UTC)
+    late = await issuer.api(
+        EARN,
+        i={
+            "memberNumber": number,
+            "amount": "5",
+            "orderRef": "P-3",
+            "asset": "GREEN",
+            "idempotencyKey": unique("k"),
+            "effectiveAt": closed_day.isoformat(),
+        },
+    )
+    assert [e["code"] for e in late["earnPoints"]["userErrors"]] == ["PERIOD_CLOSED"]
+    assert (
+        await issuer.api(
+            'query($n: String!) { member(memberNumber: $n) { balance(asset: "GREEN") { available } } }',
+            n=number,
+        )
+    )["member"]["balance"]["available"] == 20
+
+    # Overlapping the closed period with another batch is refused.
+    overlap = await operator(
+        RUN,
+        i={
+            "asset": "GREEN",
+            "periodStart": (today - timedelta(days=5)).isoformat(),
+            "periodEnd": today.isoformat(),
+        },
+    )
+    assert [e["code"] for e in overlap["runSettlement"]["userErrors"]] == ["PERIOD_OVERLAP"]
+
+    # The refund of that redemption happens now: a negative line in the open (current) period.
+    reverse = """mutation($i: ReverseTransactionInput!) { reverseTransaction(input: $i) { transaction { kind points } userErrors { code } } }"""
+    result = await redeemer.api(
+        reverse,
+        i={
+            "transactionId": redeemed["redeemPoints"]["transaction"]["id"],
+            "reason": "booking cancelled",
+            "points": 30,
+            "idempotencyKey": unique("k"),
+        },
+    )
+    assert result["reverseTransaction"]["transaction"] == {"kind": "REVERSE", "points": 30}
+    open_period = {
+        "asset": "GREEN",
+        "periodStart": open_start.isoformat(),
+        "periodEnd": (today + timedelta(days=1)).isoformat(),
+    }
+    this_month = (await operator(RUN, i=open_period))["runSettlement"]["batch"]
+    lines = [
+        e["node"]
+        for e in this_month["lines"]["edges"]
+        if (e["node"]["issuerCode"], e["node"]["redeemerCode"]) == (issuer.code, redeemer.code)
+    ]
+    assert [line["points"] for line in lines] == [-30]
+    assert lines[0]["grossAmount"].startswith("-")
+    closed = await operator(
+        "query($id: ID!) { settlementBatch(id: $id) { status lines { edges { node { points } } } } }",
+        id=batch["id"],
+    )
+    assert closed["settlementBatch"]["status"] == "APPROVED"
+    assert [e["node"]["points"] for e in closed["settlementBatch"]["lines"]["edges"]] == [80]
