@@ -79,7 +79,10 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(sum(points - captured_points), 0) AS points FROM holds
     WHERE member_id = p_member AND asset = p_asset AND status = 'active' AND expires_at > now()
   )
-  SELECT jsonb_build_object('asset', p_asset, 'available', posted.points - held.points, 'held', held.points)
+  -- A lot can expire under a live hold; the hold never counts for more than what is left, so
+  -- available never goes below zero.
+  SELECT jsonb_build_object('asset', p_asset, 'available', posted.points - least(held.points, posted.points),
+    'held', least(held.points, posted.points))
   FROM posted, held
 $$;
 
@@ -339,6 +342,8 @@ DECLARE
   v_replay jsonb := ledger_replay(p_scope, p_key, v_operation, p_hash);
   v_hold holds;
   v_capture bigint;
+  v_posted bigint;
+  v_other_holds bigint;
   v_tx ledger_transactions;
 BEGIN
   IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
@@ -367,6 +372,17 @@ BEGIN
   IF v_capture > v_hold.points THEN
     RETURN ledger_remember(p_scope, p_key, v_operation, p_hash, ledger_user_error('CAPTURE_EXCEEDS_HOLD',
       format('the hold is for %s points', v_hold.points), 'points'));
+  END IF;
+  -- The held points may have expired meanwhile: capture only what is really there.
+  SELECT coalesce(sum(l.remaining), 0) INTO v_posted FROM lots l
+    WHERE l.member_id = v_hold.member_id AND l.asset = v_hold.asset AND l.remaining > 0
+      AND (l.expires_at IS NULL OR l.expires_at > now());
+  SELECT coalesce(sum(h.points - h.captured_points), 0) INTO v_other_holds FROM holds h
+    WHERE h.member_id = v_hold.member_id AND h.asset = v_hold.asset AND h.status = 'active'
+      AND h.expires_at > now() AND h.id <> v_hold.id;
+  IF v_posted - v_other_holds < v_capture THEN
+    RETURN ledger_remember(p_scope, p_key, v_operation, p_hash, ledger_user_error('INSUFFICIENT_POINTS',
+      'some held points expired during the hold; capture fewer or release it', 'points'));
   END IF;
   -- Close the hold first so the captured points are no longer counted as held.
   UPDATE holds SET status = 'captured', captured_points = v_capture, closed_at = now()
@@ -419,10 +435,11 @@ BEGIN
 
   IF v_orig.kind IN ('earn', 'award', 'compensate') THEN
     SELECT * INTO STRICT v_lot FROM lots WHERE transaction_id = v_orig.id FOR UPDATE;
-    v_clawed := least(v_points, v_lot.remaining);
+    -- Only points still unspent in that lot and not reserved by a hold can be taken back.
+    v_clawed := greatest(0, least(v_points, v_lot.remaining, ledger_available(v_orig.member_id, v_orig.asset)));
     IF v_clawed < v_points AND NOT p_force THEN
       RETURN ledger_remember(p_scope, p_key, 'reverse', p_hash, ledger_user_error('POINTS_ALREADY_SPENT',
-        format('only %s of these points are unspent', v_lot.remaining), 'points'));
+        format('only %s of these points are unspent and unheld', v_clawed), 'points'));
     END IF;
     INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, reason,
         reverses_id, shortfall, effective_at)
