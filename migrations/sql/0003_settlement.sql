@@ -308,3 +308,78 @@ RETURNS TABLE (id bigint, code text) LANGUAGE sql STABLE SECURITY DEFINER SET se
       WHERE alliance_role() = 'merchant' AND alliance_tenant_id() IN (l.issuer_tenant_id, l.redeemer_tenant_id)
         AND t.id IN (l.issuer_tenant_id, l.redeemer_tenant_id)))
 $$;
+
+---------------------------------------------------------------------------------------------------
+-- Consumer protection: extend the validity of lots (points the member could not use because of
+-- the merchant or the platform). Each change is recorded with its reason; nothing is overwritten
+-- silently.
+---------------------------------------------------------------------------------------------------
+CREATE TABLE lot_expiry_extensions (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  lot_id bigint NOT NULL REFERENCES lots(id),
+  member_id bigint NOT NULL,
+  tenant_id bigint REFERENCES tenants(id),
+  client_scope text NOT NULL,
+  old_expires_at timestamptz NOT NULL,
+  new_expires_at timestamptz NOT NULL CHECK (new_expires_at > old_expires_at),
+  reason text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX lot_expiry_extensions_member ON lot_expiry_extensions (member_id);
+
+CREATE FUNCTION ledger_extend_expiry(
+  p_scope text, p_key text, p_hash text, p_tenant bigint, p_member_number text, p_issuer bigint,
+  p_days int, p_new_expiry timestamptz, p_reason text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, 'extend_expiry', p_hash);
+  v_member bigint;
+  v_lots bigint;
+  v_points bigint;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  IF p_member_number IS NOT NULL THEN
+    v_member := ledger_member_for(p_tenant, p_member_number);
+    IF v_member IS NULL THEN
+      RETURN ledger_remember(p_scope, p_key, 'extend_expiry', p_hash,
+        ledger_user_error('MEMBER_NOT_FOUND', 'no such member is enrolled at this merchant', 'memberNumber'));
+    END IF;
+  END IF;
+  WITH targets AS (
+    SELECT l.id, l.member_id, l.remaining, l.expires_at,
+      coalesce(p_new_expiry, l.expires_at + make_interval(days => p_days)) AS new_expiry
+    FROM lots l
+    WHERE l.remaining > 0 AND l.expires_at IS NOT NULL
+      AND (v_member IS NULL OR l.member_id = v_member)
+      -- A merchant extends only lots it issued; the operator may narrow to one issuer.
+      AND (p_tenant IS NULL OR l.issuer_tenant_id = p_tenant)
+      AND (p_issuer IS NULL OR l.issuer_tenant_id = p_issuer)
+    FOR UPDATE
+  ), changed AS (
+    UPDATE lots l SET expires_at = t.new_expiry FROM targets t
+    WHERE l.id = t.id AND t.new_expiry > t.expires_at
+    RETURNING l.id, t.member_id, t.remaining, t.expires_at AS old_expiry, t.new_expiry
+  ), logged AS (
+    INSERT INTO lot_expiry_extensions (lot_id, member_id, tenant_id, client_scope, old_expires_at, new_expires_at, reason)
+      SELECT c.id, c.member_id, p_tenant, p_scope, c.old_expiry, c.new_expiry, p_reason FROM changed c
+      RETURNING lot_id
+  )
+  SELECT count(*), coalesce(sum(c.remaining), 0) INTO v_lots, v_points FROM changed c;
+  RETURN ledger_remember(p_scope, p_key, 'extend_expiry', p_hash, jsonb_build_object(
+    'extendedLots', v_lots, 'points', v_points, 'userErrors', '[]'::jsonb));
+END $$;
+
+-- Points expiring within p_days, per member the caller may see (merchants: linked members).
+CREATE FUNCTION ledger_expiring_points(p_asset text, p_days int, p_after_member bigint, p_limit int)
+RETURNS TABLE (member_id bigint, member_number text, asset text, points bigint, first_expiry timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  SELECT l.member_id, m.member_number, l.asset, sum(l.remaining)::bigint, min(l.expires_at)
+  FROM lots l JOIN members m ON m.id = l.member_id
+  WHERE l.asset = p_asset AND l.remaining > 0 AND l.expires_at > now()
+    AND l.expires_at <= now() + make_interval(days => p_days) AND l.member_id > coalesce(p_after_member, 0)
+    AND (alliance_role() = 'operator' OR (alliance_role() = 'merchant' AND EXISTS (
+      SELECT 1 FROM member_links k WHERE k.member_id = l.member_id AND k.tenant_id = alliance_tenant_id())))
+  GROUP BY l.member_id, m.member_number, l.asset
+  ORDER BY l.member_id
+  LIMIT p_limit
+$$;

@@ -43,9 +43,12 @@ def upgrade() -> None:
           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{app_role}') THEN
             CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
           END IF;
+          -- An existing role must be just as powerless: refuse to run on a privileged one.
+          IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{app_role}' AND (rolsuper OR rolbypassrls)) THEN
+            RAISE EXCEPTION 'application role {app_role} must be NOSUPERUSER NOBYPASSRLS';
+          END IF;
         END $$"""
     )
-    op.execute(f"ALTER ROLE {app_role} NOSUPERUSER NOBYPASSRLS")
     if password:
         op.execute(f"ALTER ROLE {app_role} PASSWORD {_literal(password)}")
     op.execute(f"GRANT USAGE ON SCHEMA public TO {app_role}")

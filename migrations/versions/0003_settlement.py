@@ -36,6 +36,13 @@ def upgrade() -> None:
     merchant = "alliance_role() = 'merchant'"
     op.execute(f"GRANT SELECT ON settlement_terms, settlement_batches, settlement_lines, settlement_positions TO {app_role}")
     _protect("settlement_terms", app_role, "true")
+    op.execute(f"GRANT SELECT ON lot_expiry_extensions TO {app_role}")
+    _protect(
+        "lot_expiry_extensions",
+        app_role,
+        f"{operator} OR ({merchant} AND tenant_id = alliance_tenant_id())"
+        " OR (alliance_role() = 'member' AND member_id = alliance_member_id())",
+    )
     _protect("settlement_batches", app_role, f"{operator} OR {merchant}")
     _protect(
         "settlement_lines",
@@ -46,7 +53,8 @@ def upgrade() -> None:
     op.execute(
         f"""DO $$ DECLARE f record; BEGIN
           FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_proc p
-                   WHERE (p.proname LIKE 'settlement\\_%' OR p.proname = 'ledger_expire')
+                   WHERE (p.proname LIKE 'settlement\\_%'
+                          OR p.proname IN ('ledger_expire', 'ledger_extend_expiry', 'ledger_expiring_points'))
                      AND p.pronamespace = 'public'::regnamespace LOOP
             EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO {app_role}', f.sig);

@@ -247,3 +247,68 @@ async def test_closed_period_refuses_backdating_and_reversal_lands_in_the_open_p
     )
     assert closed["settlementBatch"]["status"] == "APPROVED"
     assert [e["node"]["points"] for e in closed["settlementBatch"]["lines"]["edges"]] == [80]
+
+
+async def test_extend_expiry_is_audited_and_reported(settings, db, operator, make_merchant):
+    merchant, other = await make_merchant(), await make_merchant()
+    phone = random_phone()
+    number = await enroll(merchant, phone)
+    await enroll(other, phone)
+    await merchant.api(
+        EARN, i={"memberNumber": number, "amount": "70", "orderRef": "X-1", "idempotencyKey": unique("k")}
+    )
+    await other.api(
+        EARN, i={"memberNumber": number, "amount": "30", "orderRef": "X-2", "idempotencyKey": unique("k")}
+    )
+    await owner_sql(
+        settings,
+        "UPDATE lots SET expires_at = now() + interval '3 days' WHERE member_id ="
+        " (SELECT id FROM members WHERE member_number = :n)",
+        n=number,
+    )
+    report = (
+        "query($d: Int!) { expiringPoints(days: $d, first: 100) { edges { node { memberNumber points } } } }"
+    )
+    seen = [
+        e["node"]
+        for e in (await merchant.api(report, d=7))["expiringPoints"]["edges"]
+        if e["node"]["memberNumber"] == number
+    ]
+    assert seen == [{"memberNumber": number, "points": 100}]
+
+    extend = """mutation($i: ExtendExpiryInput!) { extendExpiry(input: $i) { extendedLots points userErrors { code } } }"""
+    result = await merchant.api(
+        extend,
+        i={"memberNumber": number, "days": 30, "reason": "STORE_CLOSED", "idempotencyKey": unique("k")},
+    )
+    # A merchant extends only the lots it issued: 70 of the member's 100 points.
+    assert result["extendExpiry"] == {"extendedLots": 1, "points": 70, "userErrors": []}
+    seen = [
+        e["node"]
+        for e in (await operator(report, d=7))["expiringPoints"]["edges"]
+        if e["node"]["memberNumber"] == number
+    ]
+    assert seen == [{"memberNumber": number, "points": 30}]
+    async with db.transaction(OPERATOR) as session:
+        audit = (
+            await run_sql(
+                session,
+                text(
+                    "SELECT reason, new_expires_at - old_expires_at AS added FROM lot_expiry_extensions x"
+                    " JOIN members m ON m.id = x.member_id WHERE m.member_number = :n"
+                ),
+                {"n": number},
+            )
+        ).all()
+    assert [(a.reason, a.added.days) for a in audit] == [("STORE_CLOSED", 30)]
+    both = await merchant.api(
+        extend,
+        i={
+            "memberNumber": number,
+            "days": 3,
+            "newExpiry": "2099-01-01T00:00:00Z",
+            "reason": "GOODWILL",
+            "idempotencyKey": unique("k"),
+        },
+    )
+    assert both["extendExpiry"]["userErrors"] == [{"code": "INVALID_EXTENSION"}]

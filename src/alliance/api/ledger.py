@@ -385,6 +385,37 @@ class CompensatePointsInput:
 
 
 @strawberry.input
+class ExtendExpiryInput:
+    reason: CompensationReason
+    idempotency_key: str
+    member_number: str | None = strawberry.field(
+        default=None,
+        description="One member; omit to extend every lot the merchant issued (or tenantCode's).",
+    )
+    tenant_code: str | None = strawberry.field(
+        default=None, description="Operator: only lots this tenant issued."
+    )
+    days: int | None = strawberry.field(default=None, description="Extend each lot by this many days…")
+    new_expiry: datetime | None = strawberry.field(default=None, description="…or move it to this instant.")
+    note: str | None = None
+
+
+@strawberry.type
+class ExtendExpiryPayload:
+    extended_lots: int = 0
+    points: BigInt = strawberry.field(default=BigInt(0), description="Points whose validity was extended.")
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ExpiringMember:
+    member_number: str
+    asset: str
+    points: BigInt
+    first_expiry: datetime
+
+
+@strawberry.input
 class AdjustPointsInput:
     member_number: str
     points: int = strawberry.field(description="Positive credits the member, negative debits.")
@@ -585,6 +616,42 @@ class LedgerMutations:
             return refusal(CompensatePointsPayload, error)
         return shape(CompensatePointsPayload, data)
 
+    @strawberry.mutation(
+        description="Extend the validity of lots a member could not use (reason-coded, audited)."
+    )
+    async def extend_expiry(self, info: Info, input: ExtendExpiryInput) -> ExtendExpiryPayload:
+        principal = info.context.require(POINTS_EARN, "merchant", "operator")
+        try:
+            issuer_id = None
+            if input.tenant_code is not None:
+                if principal.kind != "operator":
+                    raise DomainError(
+                        "OPERATOR_ONLY", "only the operator names an issuing tenant", "tenantCode"
+                    )
+                async with info.context.transaction() as session:
+                    tenant = await tenant_by_code(session, input.tenant_code)
+                if tenant is None:
+                    raise DomainError("TENANT_NOT_FOUND", "tenant not found", "tenantCode")
+                issuer_id = tenant.id
+            data = await service.extend_expiry(
+                info.context.services.db,
+                poster(principal),
+                idempotency_key=input.idempotency_key,
+                member_number=input.member_number,
+                issuer_tenant_id=issuer_id,
+                days=input.days,
+                new_expiry=input.new_expiry,
+                reason=input.reason.value,
+                note=input.note,
+            )
+        except DomainError as error:
+            return ExtendExpiryPayload(user_errors=[user_error(error)])
+        return ExtendExpiryPayload(
+            extended_lots=data.get("extendedLots", 0),
+            points=data.get("points", 0),
+            user_errors=[UserError(**error) for error in data["userErrors"]],
+        )
+
     @strawberry.mutation(description="Operator correction, reason-coded and audited in the ledger.")
     async def adjust_points(self, info: Info, input: AdjustPointsInput) -> AdjustPointsPayload:
         principal = info.context.require(POINTS_ADJUST, "operator")
@@ -663,3 +730,35 @@ async def member_lots(
     async with info.context.transaction() as session:
         rows = await service.list_lots(session, member_pk, asset, open_only, after_id, size + 1)
     return build_connection(rows, size, lambda lot: lot.id, LotNode.from_model, after_id is not None)
+
+
+@strawberry.type
+class ExpiryQueries:
+    @strawberry.field(
+        description="Members with points expiring within `days` (merchants: linked members only)."
+    )
+    async def expiring_points(
+        self,
+        info: Info,
+        asset: str = "POINTS",
+        days: int = 30,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[ExpiringMember]:
+        info.context.require(LEDGER_READ, "operator", "merchant")
+        size = page_size(first, info.context.settings.max_page_size)
+        after_id = from_cursor(after)
+        async with info.context.transaction() as session:
+            rows = await service.expiring_points(session, asset, days, after_id, size + 1)
+        return build_connection(
+            rows,
+            size,
+            lambda r: r.member_id,
+            lambda r: ExpiringMember(
+                member_number=r.member_number,
+                asset=r.asset,
+                points=BigInt(r.points),
+                first_expiry=r.first_expiry,
+            ),
+            after_id is not None,
+        )

@@ -18,6 +18,7 @@ from alliance.api.ledger import (
     CaptureHoldPayload,
     CompensatePointsPayload,
     EarnPointsPayload,
+    ExpiryQueries,
     HoldPointsPayload,
     LedgerMutations,
     LotNode,
@@ -33,7 +34,7 @@ from alliance.api.types import DECIMAL_SCALAR
 from alliance.api.viewer import ViewerQueries
 from alliance.config import Settings
 
-Query = merge_types("Query", (ViewerQueries, TenantQueries, MemberQueries, SettlementQueries))
+Query = merge_types("Query", (ViewerQueries, TenantQueries, MemberQueries, ExpiryQueries, SettlementQueries))
 Mutation = merge_types("Mutation", (TenantMutations, MemberMutations, LedgerMutations, SettlementMutations))
 
 

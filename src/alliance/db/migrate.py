@@ -71,16 +71,20 @@ def upgrade(owner_url: str, settings: Settings, revision: str = "head") -> None:
     command.upgrade(alembic_config(owner_url, settings), revision)
 
 
-def head_revision() -> str | None:
+async def is_current(conn: AsyncConnection) -> bool:
+    """True when the database is at this code's newest migration or ahead of it (used by ``/readyz``).
+
+    Ahead is fine: during a rolling release the migration Job runs first, and the old pods must keep
+    serving until they are replaced (migrations are written to be backward compatible).
+    """
+    current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+    if current is None:
+        return False
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
-async def is_current(conn: AsyncConnection) -> bool:
-    """True when the database is at the newest migration (used by ``/readyz``)."""
-    current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
-    return current is not None and current == head_revision()
+    scripts = ScriptDirectory.from_config(config)
+    known = {script.revision for script in scripts.walk_revisions()}
+    return current == scripts.get_current_head() or current not in known
 
 
 def execute_script(sql: str) -> None:

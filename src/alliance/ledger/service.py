@@ -359,6 +359,57 @@ async def compensate_points(
     )
 
 
+async def extend_expiry(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str | None,
+    issuer_tenant_id: int | None,
+    days: int | None,
+    new_expiry: datetime | None,
+    reason: str,
+    note: str | None,
+) -> Payload:
+    """Give points more validity because the member could not use them (rule 7). A merchant extends
+    lots it issued (one member, or all its members); the operator any lots, optionally of one issuer."""
+    if reason not in COMPENSATION_REASONS:
+        raise DomainError(
+            "INVALID_REASON", f"reason must be one of {', '.join(COMPENSATION_REASONS)}", "reason"
+        )
+    if (days is None) == (new_expiry is None):
+        raise DomainError("INVALID_EXTENSION", "give exactly one of days or newExpiry", "days")
+    if days is not None and not 1 <= days <= limits.EXPIRING_DAYS_MAX:
+        raise DomainError("INVALID_DAYS", f"days must be 1-{limits.EXPIRING_DAYS_MAX}", "days")
+    if new_expiry is not None and (new_expiry.tzinfo is None or new_expiry <= datetime.now(UTC)):
+        raise DomainError(
+            "INVALID_EXPIRY", "newExpiry must be a future instant with a time zone", "newExpiry"
+        )
+    if member_number is None and poster.tenant_id is None and issuer_tenant_id is None:
+        raise DomainError("SCOPE_REQUIRED", "name a member or an issuing tenant", "memberNumber")
+    full_reason = reason if note is None else f"{reason}: {check_text(note, 'note', limits.MAX_REASON)}"
+    request = {
+        "member": member_number,
+        "issuer": issuer_tenant_id,
+        "days": days,
+        "newExpiry": new_expiry,
+        "reason": full_reason,
+    }
+    return await _post(
+        db,
+        "ledger_extend_expiry",
+        _identity(poster, "extend_expiry", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_member_number": member_number,
+            "p_issuer": issuer_tenant_id,
+            "p_days": days,
+            "p_new_expiry": new_expiry,
+            "p_reason": full_reason,
+        },
+    )
+
+
 async def redeem_points(
     db: Database,
     poster: Poster,
@@ -655,3 +706,26 @@ async def transaction_by_id(session: AsyncSession, transaction_id: int) -> Ledge
 
 async def list_assets(session: AsyncSession) -> list[Asset]:
     return list((await session.exec(select(Asset).order_by(col(Asset.code)))).all())
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringMember:
+    member_id: int
+    member_number: str
+    asset: str
+    points: int
+    first_expiry: datetime
+
+
+async def expiring_points(
+    session: AsyncSession, asset: str, days: int, after_member_id: int | None, limit: int
+) -> list[ExpiringMember]:
+    """Members (visible to the caller) with points expiring within ``days``, by member id."""
+    if not 1 <= days <= limits.EXPIRING_DAYS_MAX:
+        raise DomainError("INVALID_DAYS", f"days must be 1-{limits.EXPIRING_DAYS_MAX}", "days")
+    rows = await run_sql(
+        session,
+        text("SELECT * FROM ledger_expiring_points(:asset, :days, :after, :limit)"),
+        {"asset": check_asset(asset), "days": days, "after": after_member_id, "limit": limit},
+    )
+    return [ExpiringMember(r.member_id, r.member_number, r.asset, r.points, r.first_expiry) for r in rows]
