@@ -383,3 +383,52 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
   ORDER BY l.member_id
   LIMIT p_limit
 $$;
+
+---------------------------------------------------------------------------------------------------
+-- Disputes: a party raises one on a line of a draft or approved batch; the operator resolves it.
+-- A resolution never edits the batch: corrections are new postings in the open period.
+---------------------------------------------------------------------------------------------------
+CREATE TABLE settlement_disputes (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  batch_id bigint NOT NULL REFERENCES settlement_batches(id),
+  issuer_tenant_id bigint NOT NULL REFERENCES tenants(id),
+  redeemer_tenant_id bigint NOT NULL REFERENCES tenants(id),
+  raised_by_tenant_id bigint NOT NULL REFERENCES tenants(id),
+  reason text NOT NULL CHECK (length(reason) BETWEEN 1 AND 1000),
+  status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+  resolution text CHECK (resolution IS NULL OR length(resolution) BETWEEN 1 AND 1000),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  resolved_at timestamptz,
+  CHECK ((status = 'resolved') = (resolution IS NOT NULL))
+);
+CREATE INDEX settlement_disputes_batch ON settlement_disputes (batch_id);
+
+CREATE FUNCTION settlement_dispute_line(p_batch bigint, p_issuer text, p_redeemer text, p_reason text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_status text;
+  v_issuer bigint := (SELECT id FROM tenants WHERE code = p_issuer);
+  v_redeemer bigint := (SELECT id FROM tenants WHERE code = p_redeemer);
+  v_id bigint;
+BEGIN
+  IF alliance_role() <> 'merchant' OR alliance_tenant_id() NOT IN (v_issuer, v_redeemer)
+     OR NOT EXISTS (SELECT 1 FROM settlement_lines WHERE batch_id = p_batch AND issuer_tenant_id = v_issuer
+                    AND redeemer_tenant_id = v_redeemer) THEN
+    RAISE EXCEPTION 'LINE_NOT_FOUND' USING ERRCODE = 'P0001';
+  END IF;
+  SELECT status INTO v_status FROM settlement_batches WHERE id = p_batch;
+  IF v_status = 'paid' THEN RAISE EXCEPTION 'BATCH_PAID' USING ERRCODE = 'P0001'; END IF;
+  INSERT INTO settlement_disputes (batch_id, issuer_tenant_id, redeemer_tenant_id, raised_by_tenant_id, reason)
+    VALUES (p_batch, v_issuer, v_redeemer, alliance_tenant_id(), p_reason) RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+
+CREATE FUNCTION settlement_resolve_dispute(p_dispute bigint, p_resolution text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  UPDATE settlement_disputes SET status = 'resolved', resolution = p_resolution, resolved_at = now()
+    WHERE id = p_dispute AND status = 'open';
+  IF NOT FOUND THEN RAISE EXCEPTION 'DISPUTE_NOT_OPEN' USING ERRCODE = 'P0001'; END IF;
+  RETURN p_dispute;
+END $$;

@@ -36,6 +36,12 @@ def upgrade() -> None:
     merchant = "alliance_role() = 'merchant'"
     op.execute(f"GRANT SELECT ON settlement_terms, settlement_batches, settlement_lines, settlement_positions TO {app_role}")
     _protect("settlement_terms", app_role, "true")
+    op.execute(f"GRANT SELECT ON settlement_disputes TO {app_role}")
+    _protect(
+        "settlement_disputes",
+        app_role,
+        f"{operator} OR ({merchant} AND alliance_tenant_id() IN (issuer_tenant_id, redeemer_tenant_id))",
+    )
     op.execute(f"GRANT SELECT ON lot_expiry_extensions TO {app_role}")
     _protect(
         "lot_expiry_extensions",

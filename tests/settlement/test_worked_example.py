@@ -129,6 +129,29 @@ async def test_worked_example_settles_to_the_cent(settings, operator, make_merch
     )
     assert recon["settlementReconciliation"] == {"matches": True, "differences": []}
 
+    dispute = """mutation($i: DisputeSettlementLineInput!) { disputeSettlementLine(input: $i) {
+      dispute { id status raisedBy issuerCode } userErrors { code } } }"""
+    line = {
+        "batchId": batch["id"],
+        "issuerCode": supermarket.code,
+        "redeemerCode": hotel.code,
+        "reason": "300 not 30",
+    }
+    outsider = await four_s.api(dispute, i=line)
+    assert outsider["disputeSettlementLine"]["userErrors"] == [{"code": "LINE_NOT_FOUND"}]
+    raised = (await hotel.api(dispute, i=line))["disputeSettlementLine"]["dispute"]
+    assert (raised["status"], raised["raisedBy"]) == ("OPEN", hotel.code)
+    resolve = """mutation($i: ResolveDisputeInput!) { resolveDispute(input: $i) { dispute { status resolution } userErrors { code } } }"""
+    resolved = await operator(resolve, i={"disputeId": raised["id"], "resolution": "checked: 300 is right"})
+    assert resolved["resolveDispute"]["dispute"] == {
+        "status": "RESOLVED",
+        "resolution": "checked: 300 is right",
+    }
+    seen_by_four_s = await four_s.api(
+        "query($id: ID!) { settlementBatch(id: $id) { disputes { id } } }", id=batch["id"]
+    )
+    assert seen_by_four_s["settlementBatch"]["disputes"] == []
+
     approve = "mutation($id: ID!) { approveSettlement(input: {batchId: $id}) { batch { status } userErrors { code } } }"
     approved = (await operator(approve, id=batch["id"]))["approveSettlement"]
     assert approved["batch"] and approved["batch"]["status"] == "APPROVED", approved

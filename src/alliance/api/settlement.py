@@ -58,6 +58,44 @@ class PaymentInstruction:
     payment_reference: str | None
 
 
+@strawberry.enum
+class DisputeStatus(Enum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@strawberry.type(name="SettlementDispute")
+class SettlementDisputeNode(Node):
+    issuer_code: str
+    redeemer_code: str
+    raised_by: str
+    reason: str
+    status: DisputeStatus
+    resolution: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+async def _dispute_nodes(session, disputes) -> list[SettlementDisputeNode]:  # type: ignore[no-untyped-def]
+    codes = await service.party_codes(
+        session, {d.issuer_tenant_id for d in disputes} | {d.redeemer_tenant_id for d in disputes}
+    )
+    return [
+        SettlementDisputeNode(
+            id=strawberry.ID(to_global_id("SettlementDispute", d.id)),
+            issuer_code=codes[d.issuer_tenant_id],
+            redeemer_code=codes[d.redeemer_tenant_id],
+            raised_by=codes[d.raised_by_tenant_id],
+            reason=d.reason,
+            status=DisputeStatus(d.status),
+            resolution=d.resolution,
+            created_at=d.created_at,
+            resolved_at=d.resolved_at,
+        )
+        for d in disputes
+    ]
+
+
 @strawberry.type(name="SettlementBatch")
 class SettlementBatchNode(Node):
     status: SettlementStatus
@@ -142,6 +180,11 @@ class SettlementBatchNode(Node):
             if p.direction is not None
         ]
 
+    @strawberry.field(description="Disputes on this batch's lines that the caller is a party to.")
+    async def disputes(self, info: Info) -> list[SettlementDisputeNode]:
+        async with info.context.transaction() as session:
+            return await _dispute_nodes(session, await service.batch_disputes(session, self.pk))
+
     @strawberry.field(description="The statement as CSV (lines and positions visible to the caller).")
     async def statement_csv(self, info: Info) -> str:
         async with info.context.transaction() as session:
@@ -215,6 +258,26 @@ class MarkSettlementPaidInput:
     batch_id: strawberry.ID
     party: str = strawberry.field(description="The tenant code whose payment is recorded, or OPERATOR.")
     payment_reference: str
+
+
+@strawberry.input
+class DisputeSettlementLineInput:
+    batch_id: strawberry.ID
+    issuer_code: str
+    redeemer_code: str
+    reason: str
+
+
+@strawberry.input
+class ResolveDisputeInput:
+    dispute_id: strawberry.ID
+    resolution: str
+
+
+@strawberry.type
+class SettlementDisputePayload:
+    dispute: SettlementDisputeNode | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.input
@@ -348,6 +411,39 @@ class SettlementMutations:
             )
 
         return await _batch_mutation(info, mark)
+
+    @strawberry.mutation(description="A party merchant contests a line of a draft or approved batch.")
+    async def dispute_settlement_line(
+        self, info: Info, input: DisputeSettlementLineInput
+    ) -> SettlementDisputePayload:
+        info.context.require(SETTLEMENT_READ, "merchant")
+
+        async def dispute(session):  # type: ignore[no-untyped-def]
+            row = await service.dispute_line(
+                session, batch_pk(input.batch_id), input.issuer_code, input.redeemer_code, input.reason
+            )
+            return (await _dispute_nodes(session, [row]))[0]
+
+        result = await run_in_transaction(info.context, dispute)
+        if isinstance(result, list):
+            return SettlementDisputePayload(user_errors=result)
+        return SettlementDisputePayload(dispute=result)
+
+    @strawberry.mutation(description="The operator resolves a dispute (corrections post in the open period).")
+    async def resolve_dispute(self, info: Info, input: ResolveDisputeInput) -> SettlementDisputePayload:
+        info.context.require(SETTLEMENT_WRITE, "operator")
+
+        async def resolve(session):  # type: ignore[no-untyped-def]
+            type_name, pk = from_global_id(input.dispute_id, "disputeId")
+            if type_name != "SettlementDispute":
+                raise DomainError("INVALID_ID", "disputeId must be a SettlementDispute id", "disputeId")
+            row = await service.resolve_dispute(session, pk, input.resolution)
+            return (await _dispute_nodes(session, [row]))[0]
+
+        result = await run_in_transaction(info.context, resolve)
+        if isinstance(result, list):
+            return SettlementDisputePayload(user_errors=result)
+        return SettlementDisputePayload(dispute=result)
 
     @strawberry.mutation(description="A new version of an asset's settlement terms, from effectiveFrom on.")
     async def set_settlement_terms(

@@ -64,3 +64,18 @@ class SettlementPosition(SQLModel, table=True):
     net_amount: Decimal
     payment_reference: str | None
     paid_at: datetime | None
+
+
+class SettlementDispute(SQLModel, table=True):
+    __tablename__ = "settlement_disputes"
+
+    id: int = Field(primary_key=True)
+    batch_id: int
+    issuer_tenant_id: int
+    redeemer_tenant_id: int
+    raised_by_tenant_id: int
+    reason: str
+    status: str
+    resolution: str | None
+    created_at: datetime
+    resolved_at: datetime | None

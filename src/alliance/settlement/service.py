@@ -18,7 +18,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from alliance.db.database import run_sql
 from alliance.errors import DomainError, NotFound
 from alliance.ledger.service import check_asset
-from alliance.settlement.models import SettlementBatch, SettlementLine, SettlementPosition, SettlementTerms
+from alliance.settlement.models import (
+    SettlementBatch,
+    SettlementDispute,
+    SettlementLine,
+    SettlementPosition,
+    SettlementTerms,
+)
 from alliance.settlement.periods import PERIOD_LENGTHS, period_bounds
 from alliance.tenants.models import Tenant
 
@@ -33,6 +39,9 @@ _REFUSALS = {
     "PERIOD_OVERLAP": ("another batch of this asset covers part of this period", "periodStart"),
     "PERIOD_MISMATCH": ("a batch for this start exists with another end", "periodEnd"),
     "PERIOD_CLOSED": ("terms cannot change for a settled period", "effectiveFrom"),
+    "LINE_NOT_FOUND": ("no such line in this batch that you are a party to", "issuerCode"),
+    "BATCH_PAID": ("a paid batch can no longer be disputed", "batchId"),
+    "DISPUTE_NOT_OPEN": ("no such open dispute", "disputeId"),
     "INSTRUCTION_NOT_FOUND": ("no unpaid instruction for this party", "party"),
 }
 
@@ -210,7 +219,7 @@ async def batch_lines(session: AsyncSession, batch_id: int, after_id: int | None
     if after_id is not None:
         query = query.where(col(SettlementLine.id) > after_id)
     rows = (await session.exec(query)).all()
-    codes = await _tenant_codes(session, {row[0].redeemer_tenant_id for row in rows})
+    codes = await party_codes(session, {row[0].redeemer_tenant_id for row in rows})
     return [
         Line(
             line.id,
@@ -225,7 +234,7 @@ async def batch_lines(session: AsyncSession, batch_id: int, after_id: int | None
     ]
 
 
-async def _tenant_codes(session: AsyncSession, ids: set[int]) -> dict[int, str]:
+async def party_codes(session: AsyncSession, ids: set[int]) -> dict[int, str]:
     """Codes of tenants by id, read as the owner would: a merchant may see the code of its
     counterparty on a line it is party to, though not the counterparty's tenant row."""
     if not ids:
@@ -240,7 +249,7 @@ async def batch_positions(session: AsyncSession, batch_id: int) -> list[Position
     rows = (
         await session.exec(select(SettlementPosition).where(SettlementPosition.batch_id == batch_id))
     ).all()
-    codes = await _tenant_codes(session, {row.tenant_id for row in rows if row.tenant_id is not None})
+    codes = await party_codes(session, {row.tenant_id for row in rows if row.tenant_id is not None})
     positions = [
         Position(
             OPERATOR_PARTY if row.tenant_id is None else codes[row.tenant_id],
@@ -266,7 +275,7 @@ async def reconcile(session: AsyncSession, batch_id: int) -> list[Difference]:
     """Lines that differ from a fresh recomputation from the ledger; empty means the books match."""
     await batch_by_id(session, batch_id)
     rows = (await run_sql(session, text("SELECT * FROM settlement_reconcile(:b)"), {"b": batch_id})).all()
-    codes = await _tenant_codes(
+    codes = await party_codes(
         session, {r.issuer_tenant_id for r in rows} | {r.redeemer_tenant_id for r in rows}
     )
     return [
@@ -356,3 +365,48 @@ async def expire_lots(session: AsyncSession, run_id: str, max_members: int = 500
         )
     ).one()
     return ExpiryRun(row.expired_wallets, row.expired_lots, row.expired_points)
+
+
+MAX_DISPUTE_TEXT = 1000
+
+
+def _dispute_text(value: str, field: str) -> str:
+    value = value.strip()
+    if not 1 <= len(value) <= MAX_DISPUTE_TEXT:
+        raise DomainError("INVALID_TEXT", f"{field} must be 1-{MAX_DISPUTE_TEXT} characters", field)
+    return value
+
+
+async def dispute_line(
+    session: AsyncSession, batch_id: int, issuer_code: str, redeemer_code: str, reason: str
+) -> SettlementDispute:
+    """A party merchant contests one line of a draft or approved batch."""
+    dispute_id = await _call(
+        session,
+        "SELECT settlement_dispute_line(:b, :i, :r, :reason)",
+        {"b": batch_id, "i": issuer_code, "r": redeemer_code, "reason": _dispute_text(reason, "reason")},
+    )
+    dispute = await session.get(SettlementDispute, dispute_id)
+    assert dispute is not None
+    return dispute
+
+
+async def resolve_dispute(session: AsyncSession, dispute_id: int, resolution: str) -> SettlementDispute:
+    """The operator closes a dispute; corrections are separate postings in the open period."""
+    await _call(
+        session,
+        "SELECT settlement_resolve_dispute(:d, :res)",
+        {"d": dispute_id, "res": _dispute_text(resolution, "resolution")},
+    )
+    dispute = await session.get(SettlementDispute, dispute_id, populate_existing=True)
+    assert dispute is not None
+    return dispute
+
+
+async def batch_disputes(session: AsyncSession, batch_id: int) -> list[SettlementDispute]:
+    query = (
+        select(SettlementDispute)
+        .where(SettlementDispute.batch_id == batch_id)
+        .order_by(col(SettlementDispute.id))
+    )
+    return list((await session.exec(query)).all())
