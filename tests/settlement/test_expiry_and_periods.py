@@ -75,6 +75,11 @@ async def test_expiry_moves_expired_remainders_to_breakage_once(settings, db, ma
         assert await verify_ledger(session) == []
         again = await expire_lots(session, str(uuid.uuid4()), 100_000)
     assert (await merchant.api(BALANCE, n=number))["member"]["balance"]["available"] == 40
+    today = datetime.now(UTC).date()
+    report = "query($f: Date!, $t: Date!) { breakage(from: $f, to: $t) { issuerCode points } }"
+    window = {"f": (today - timedelta(days=1)).isoformat(), "t": (today + timedelta(days=2)).isoformat()}
+    own = (await merchant.api(report, **window))["breakage"]
+    assert own == [{"issuerCode": merchant.code, "points": 10}], "a merchant sees only its own breakage"
     # Nothing of this member is left to expire.
     async with db.transaction(OPERATOR) as session:
         left = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
+from typing import Annotated
 
 import strawberry
 
@@ -312,7 +313,32 @@ async def _batch_mutation(info: Info, action) -> SettlementBatchPayload:  # type
 
 
 @strawberry.type
+class BreakageLine:
+    issuer_code: str = strawberry.field(
+        description="The issuing tenant, or ALLIANCE for alliance-issued points."
+    )
+    points: int
+
+
+@strawberry.type
 class SettlementQueries:
+    @strawberry.field(
+        description="Points expired into breakage per issuer over [from, to) (merchants: own only)."
+    )
+    async def breakage(
+        self,
+        info: Info,
+        from_: Annotated[date, strawberry.argument(name="from")],
+        to: date | None = None,
+        asset: str = "POINTS",
+    ) -> list[BreakageLine]:
+        info.context.require(SETTLEMENT_READ, "operator", "merchant")
+        async with info.context.transaction() as session:
+            rows = await service.breakage_report(
+                session, asset, from_, to or date.today(), info.context.settings.time_zone
+            )
+        return [BreakageLine(issuer_code=r.issuer_code, points=r.points) for r in rows]
+
     @strawberry.field(description="Settlement batches, newest first.")
     async def settlement_batches(
         self,

@@ -410,3 +410,33 @@ async def batch_disputes(session: AsyncSession, batch_id: int) -> list[Settlemen
         .order_by(col(SettlementDispute.id))
     )
     return list((await session.exec(query)).all())
+
+
+@dataclass(frozen=True, slots=True)
+class Breakage:
+    issuer_code: str
+    points: int
+
+
+async def breakage_report(
+    session: AsyncSession, asset: str, start: date, end: date, time_zone: str
+) -> list[Breakage]:
+    """Points expired into breakage per issuer over [start, end) (merchants: their own only)."""
+    start_at, end_at = period_bounds(start, "daily", time_zone, end)
+    rows = (
+        await run_sql(
+            session,
+            text("SELECT * FROM settlement_breakage(:a, :s, :e)"),
+            {"a": check_asset(asset), "s": start_at, "e": end_at},
+        )
+    ).all()
+    codes = await party_codes(session, {r.issuer_tenant_id for r in rows if r.issuer_tenant_id is not None})
+    return sorted(
+        (
+            Breakage(
+                codes.get(r.issuer_tenant_id, "ALLIANCE") if r.issuer_tenant_id else "ALLIANCE", r.points
+            )
+            for r in rows
+        ),
+        key=lambda b: b.issuer_code,
+    )
