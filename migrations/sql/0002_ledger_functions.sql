@@ -114,6 +114,11 @@ $$;
 CREATE FUNCTION ledger_period_closed(p_asset text, p_at timestamptz)
 RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT false $$;
 
+-- Reserve (p_points > 0) or give back (p_points < 0) issuance capacity of a tenant: false when
+-- a prepaid tenant has not bought enough points. Settlement (revision 0003) replaces this.
+CREATE FUNCTION ledger_issuance_reserve(p_tenant bigint, p_asset text, p_points bigint)
+RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+
 -- Common checks for a merchant's posting: active tenant, visible member, known asset and store.
 -- Returns a refusal, or NULL with the member id and store id written to the out parameters.
 CREATE FUNCTION ledger_check_context(
@@ -257,6 +262,10 @@ BEGIN
   IF p_effective_at IS NOT NULL AND ledger_period_closed(p_asset, p_effective_at) THEN
     RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('PERIOD_CLOSED',
       'effectiveAt falls in a settled (approved) period; post it in the open period', 'effectiveAt'));
+  END IF;
+  IF p_tenant IS NOT NULL AND NOT ledger_issuance_reserve(p_tenant, p_asset, v_points) THEN
+    RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('PREPAID_BALANCE_EXHAUSTED',
+      'this merchant has not bought enough prepaid points for this issue', 'amount'));
   END IF;
   IF v_points IS NULL OR v_points <= 0 THEN
     RETURN ledger_remember(p_scope, p_key, p_kind, p_hash,
@@ -447,6 +456,9 @@ BEGIN
         v_orig.id, v_points - v_clawed, now())
       RETURNING * INTO v_tx;
     IF v_clawed > 0 THEN
+      IF v_lot.issuer_tenant_id IS NOT NULL THEN
+        PERFORM ledger_issuance_reserve(v_lot.issuer_tenant_id, v_orig.asset, -v_clawed);
+      END IF;
       UPDATE lots SET remaining = remaining - v_clawed WHERE id = v_lot.id;
       INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points)
         VALUES (v_lot.id, v_tx.id, v_orig.member_id, 'clawback', -v_clawed);
@@ -652,6 +664,7 @@ DECLARE
   v_replay jsonb := ledger_replay(p_scope, p_key, 'earn_batch', p_hash);
   v_results jsonb;
   v_rate numeric;
+  v_total record;
 BEGIN
   IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
   ASSERT jsonb_array_length(p_items) <= 1000, 'batches are at most 1000 items';
@@ -692,6 +705,15 @@ BEGIN
       (5, 'NO_POINTS_EARNED', 'amount', b.points <= 0),
       (6, 'PERIOD_CLOSED', 'effectiveAt', ledger_period_closed(b.asset, b.effective_at))
     ) AS e(rank, code, field, failed) WHERE e.failed ORDER BY e.rank LIMIT 1);
+
+  -- Prepaid merchants: reserve issuance per asset; an asset over the prepaid balance fails alone.
+  FOR v_total IN SELECT b.asset, sum(b.points) AS points FROM earn_batch_items b
+                 WHERE b.error_code IS NULL GROUP BY b.asset ORDER BY b.asset LOOP
+    IF NOT ledger_issuance_reserve(p_tenant, v_total.asset, v_total.points) THEN
+      UPDATE earn_batch_items SET error_code = 'PREPAID_BALANCE_EXHAUSTED', error_field = 'amount'
+        WHERE error_code IS NULL AND asset = v_total.asset;
+    END IF;
+  END LOOP;
 
   -- Every wallet the batch credits, created in one statement.
   INSERT INTO accounts (kind, asset, member_id)
@@ -736,6 +758,7 @@ BEGIN
           WHEN 'UNKNOWN_STORE' THEN 'no such store at this merchant'
           WHEN 'DUPLICATE_ORDER' THEN 'points were already earned for this order'
           WHEN 'PERIOD_CLOSED' THEN 'effectiveAt falls in a settled (approved) period'
+          WHEN 'PREPAID_BALANCE_EXHAUSTED' THEN 'this merchant has not bought enough prepaid points'
           ELSE 'this purchase earns no points' END)) END) ORDER BY b.idx)
     INTO v_results
     FROM earn_batch_items b LEFT JOIN ledger_transactions t ON t.id = b.transaction_id;

@@ -1,6 +1,9 @@
 -- Settlement (revision 0003): versioned terms, batches built set-based from the ledger's
 -- provenance (lot_movements), priced, netted and reconciled; expiry into breakage.
 
+-- Functions below may refer to ones defined further down (as pg_dump output does).
+SET LOCAL check_function_bodies = false;
+
 CREATE TABLE settlement_terms (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   asset text NOT NULL REFERENCES assets(code),
@@ -62,6 +65,46 @@ CREATE TABLE settlement_positions (
   paid_at timestamptz,
   UNIQUE NULLS NOT DISTINCT (batch_id, tenant_id),
   CHECK (net_amount = receivable - payable)
+);
+
+-- Operator clearing: per-tenant rates (versioned) and prepaid issuance capacity.
+CREATE TABLE tenant_clearing_terms (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tenant_id bigint NOT NULL REFERENCES tenants(id),
+  asset text NOT NULL REFERENCES assets(code),
+  accrual_cost numeric(18, 6) NOT NULL CHECK (accrual_cost >= 0),
+  reimbursement_rate numeric(18, 6) NOT NULL CHECK (reimbursement_rate >= 0),
+  billing text NOT NULL CHECK (billing IN ('prepaid', 'postpaid')),
+  effective_from timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (tenant_id, asset, effective_from)
+);
+CREATE TABLE prepaid_balances (
+  tenant_id bigint NOT NULL REFERENCES tenants(id),
+  asset text NOT NULL REFERENCES assets(code),
+  points bigint NOT NULL CHECK (points >= 0),
+  PRIMARY KEY (tenant_id, asset)
+);
+CREATE TABLE prepaid_block_purchases (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tenant_id bigint NOT NULL REFERENCES tenants(id),
+  asset text NOT NULL REFERENCES assets(code),
+  points bigint NOT NULL CHECK (points > 0),
+  price numeric(18, 2) NOT NULL CHECK (price >= 0),
+  client_scope text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+-- Clearing batches: each tenant against the operator (no bilateral lines).
+CREATE TABLE settlement_clearing_lines (
+  batch_id bigint NOT NULL REFERENCES settlement_batches(id) ON DELETE CASCADE,
+  tenant_id bigint NOT NULL REFERENCES tenants(id),
+  billing text NOT NULL,
+  issued_points bigint NOT NULL,
+  accrual_amount numeric(18, 2) NOT NULL,
+  redeemed_points bigint NOT NULL,
+  reimbursement_amount numeric(18, 2) NOT NULL,
+  net_amount numeric(18, 2) NOT NULL CHECK (net_amount = reimbursement_amount - accrual_amount),
+  PRIMARY KEY (batch_id, tenant_id)
 );
 
 CREATE FUNCTION settlement_round(p_amount numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
@@ -131,28 +174,33 @@ BEGIN
     DELETE FROM settlement_positions WHERE batch_id = v_batch.id;
   END IF;
 
-  INSERT INTO settlement_lines (batch_id, issuer_tenant_id, redeemer_tenant_id, points, gross_amount, fee_amount,
-      net_amount)
-    SELECT v_batch.id, w.issuer_tenant_id, w.redeemer_tenant_id, w.points, w.gross,
-      settlement_round(w.gross * v_terms.fee_bps / 10000),
-      w.gross - settlement_round(w.gross * v_terms.fee_bps / 10000)
-    FROM settlement_work w WHERE w.points <> 0;
+  DELETE FROM settlement_clearing_lines WHERE batch_id = v_batch.id;
+  IF v_terms.model = 'provenance_netting' THEN
+    INSERT INTO settlement_lines (batch_id, issuer_tenant_id, redeemer_tenant_id, points, gross_amount, fee_amount,
+        net_amount)
+      SELECT v_batch.id, w.issuer_tenant_id, w.redeemer_tenant_id, w.points, w.gross,
+        settlement_round(w.gross * v_terms.fee_bps / 10000),
+        w.gross - settlement_round(w.gross * v_terms.fee_bps / 10000)
+      FROM settlement_work w WHERE w.points <> 0;
 
-  INSERT INTO settlement_positions (batch_id, tenant_id, receivable, payable, net_amount)
-    SELECT v_batch.id, party, sum(receivable), sum(payable), sum(receivable) - sum(payable)
-    FROM (
-      SELECT redeemer_tenant_id AS party, net_amount AS receivable, 0 AS payable FROM settlement_lines
-        WHERE batch_id = v_batch.id
-      UNION ALL
-      SELECT issuer_tenant_id, 0, gross_amount FROM settlement_lines WHERE batch_id = v_batch.id
-      UNION ALL
-      SELECT NULL, fee_amount, 0 FROM settlement_lines WHERE batch_id = v_batch.id
-    ) flows
-    GROUP BY party;
+    INSERT INTO settlement_positions (batch_id, tenant_id, receivable, payable, net_amount)
+      SELECT v_batch.id, party, sum(receivable), sum(payable), sum(receivable) - sum(payable)
+      FROM (
+        SELECT redeemer_tenant_id AS party, net_amount AS receivable, 0 AS payable FROM settlement_lines
+          WHERE batch_id = v_batch.id
+        UNION ALL
+        SELECT issuer_tenant_id, 0, gross_amount FROM settlement_lines WHERE batch_id = v_batch.id
+        UNION ALL
+        SELECT NULL, fee_amount, 0 FROM settlement_lines WHERE batch_id = v_batch.id
+      ) flows
+      GROUP BY party;
+  ELSE
+    PERFORM settlement_run_clearing(v_batch.id, p_asset, p_start, p_end);
+  END IF;
 
   UPDATE settlement_batches b SET
       terms_id = v_terms.id, computed_at = now(),
-      line_points = coalesce((SELECT sum(points) FROM settlement_lines WHERE batch_id = b.id), 0),
+      line_points = coalesce((SELECT sum(points) FROM settlement_work), 0),
       cross_redeemed_points = coalesce((SELECT sum(consumed) FROM settlement_work), 0),
       reversed_points = coalesce((SELECT sum(restored) FROM settlement_work), 0),
       gross_amount = coalesce((SELECT sum(gross_amount) FROM settlement_lines WHERE batch_id = b.id), 0),
@@ -168,13 +216,29 @@ END $$;
 CREATE FUNCTION settlement_reconcile(p_batch bigint)
 RETURNS TABLE (issuer_tenant_id bigint, redeemer_tenant_id bigint, batch_points bigint, ledger_points bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
-  WITH b AS (SELECT * FROM settlement_batches WHERE id = p_batch),
-  fresh AS (SELECT p.issuer_tenant_id, p.redeemer_tenant_id, p.consumed - p.restored AS points
-            FROM b, settlement_provenance(b.asset, b.period_start, b.period_end) p),
-  stored AS (SELECT l.issuer_tenant_id, l.redeemer_tenant_id, l.points FROM settlement_lines l WHERE l.batch_id = p_batch)
+  -- Provenance netting: bilateral lines. Operator clearing: each tenant's issued points (as issuer,
+  -- to the operator, NULL) and redeemed points (the operator, NULL, to it as redeemer).
+  WITH b AS (SELECT sb.*, st.model FROM settlement_batches sb JOIN settlement_terms st ON st.id = sb.terms_id
+             WHERE sb.id = p_batch),
+  fresh AS (
+    SELECT p.issuer_tenant_id, p.redeemer_tenant_id, p.consumed - p.restored AS points
+      FROM b, settlement_provenance(b.asset, b.period_start, b.period_end) p WHERE b.model = 'provenance_netting'
+    UNION ALL
+    SELECT a.tenant_id, NULL, a.issued FROM b, settlement_clearing_activity(b.asset, b.period_start, b.period_end) a
+      WHERE b.model = 'operator_clearing'
+    UNION ALL
+    SELECT NULL, a.tenant_id, a.redeemed FROM b, settlement_clearing_activity(b.asset, b.period_start, b.period_end) a
+      WHERE b.model = 'operator_clearing'),
+  stored AS (
+    SELECT l.issuer_tenant_id, l.redeemer_tenant_id, l.points FROM settlement_lines l WHERE l.batch_id = p_batch
+    UNION ALL
+    SELECT c.tenant_id, NULL, c.issued_points FROM settlement_clearing_lines c WHERE c.batch_id = p_batch
+    UNION ALL
+    SELECT NULL, c.tenant_id, c.redeemed_points FROM settlement_clearing_lines c WHERE c.batch_id = p_batch)
   SELECT coalesce(s.issuer_tenant_id, f.issuer_tenant_id), coalesce(s.redeemer_tenant_id, f.redeemer_tenant_id),
     coalesce(s.points, 0), coalesce(f.points, 0)
-  FROM stored s FULL JOIN fresh f ON f.issuer_tenant_id = s.issuer_tenant_id AND f.redeemer_tenant_id = s.redeemer_tenant_id
+  FROM stored s FULL JOIN fresh f ON coalesce(f.issuer_tenant_id, 0) = coalesce(s.issuer_tenant_id, 0)
+    AND coalesce(f.redeemer_tenant_id, 0) = coalesce(s.redeemer_tenant_id, 0)
   WHERE coalesce(s.points, 0) <> coalesce(f.points, 0)
 $$;
 
@@ -431,4 +495,119 @@ BEGIN
     WHERE id = p_dispute AND status = 'open';
   IF NOT FOUND THEN RAISE EXCEPTION 'DISPUTE_NOT_OPEN' USING ERRCODE = 'P0001'; END IF;
   RETURN p_dispute;
+END $$;
+
+-- Operator clearing: the operator sells points to issuers (postpaid: billed per period at the
+-- accrual cost; prepaid: paid when the block was bought) and buys back every point redeemed at a
+-- tenant at its reimbursement rate. The operator keeps the spread and the breakage.
+-- Per tenant: points issued (minus clawbacks) and points redeemed there (minus restorations).
+CREATE FUNCTION settlement_clearing_activity(p_asset text, p_start timestamptz, p_end timestamptz)
+RETURNS TABLE (tenant_id bigint, issued bigint, redeemed bigint) LANGUAGE sql STABLE AS $$
+  WITH issued AS (
+    -- Points issued minus points clawed back by reversals, by effective time.
+    SELECT l.issuer_tenant_id AS tenant_id, sum(l.amount) AS points
+    FROM lots l JOIN ledger_transactions t ON t.id = l.transaction_id
+    WHERE t.asset = p_asset AND t.kind IN ('earn', 'award', 'compensate') AND l.issuer_tenant_id IS NOT NULL
+      AND t.effective_at >= p_start AND t.effective_at < p_end
+    GROUP BY 1
+    UNION ALL
+    SELECT l.issuer_tenant_id, sum(mv.points)
+    FROM lot_movements mv JOIN lots l ON l.id = mv.lot_id JOIN ledger_transactions t ON t.id = mv.transaction_id
+    WHERE t.asset = p_asset AND mv.kind = 'clawback' AND l.issuer_tenant_id IS NOT NULL
+      AND t.effective_at >= p_start AND t.effective_at < p_end
+    GROUP BY 1
+  ), redeemed AS (
+    SELECT t.tenant_id, sum(-mv.points) AS points
+    FROM ledger_transactions t JOIN lot_movements mv ON mv.transaction_id = t.id
+    WHERE t.asset = p_asset AND t.tenant_id IS NOT NULL AND t.effective_at >= p_start AND t.effective_at < p_end
+      AND ((t.kind IN ('redeem', 'capture') AND mv.kind = 'consume') OR (t.kind = 'reverse' AND mv.kind = 'restore'))
+    GROUP BY 1
+  ), activity AS (
+    SELECT tenant_id, sum(points) AS issued, 0::numeric AS redeemed FROM issued GROUP BY 1
+    UNION ALL SELECT tenant_id, 0, points FROM redeemed
+  )
+  SELECT tenant_id, sum(issued)::bigint, sum(redeemed)::bigint FROM activity GROUP BY tenant_id
+$$;
+
+CREATE FUNCTION settlement_run_clearing(p_batch bigint, p_asset text, p_start timestamptz, p_end timestamptz)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM settlement_clearing_activity(p_asset, p_start, p_end) a
+             WHERE NOT EXISTS (SELECT 1 FROM tenant_clearing_terms c WHERE c.tenant_id = a.tenant_id
+                               AND c.asset = p_asset AND c.effective_from <= p_start)) THEN
+    RAISE EXCEPTION 'NO_TENANT_TERMS' USING ERRCODE = 'P0001',
+      DETAIL = 'a tenant with activity has no clearing terms in force';
+  END IF;
+  WITH per_tenant AS (
+    SELECT a.tenant_id, a.issued, a.redeemed, ct.billing, ct.accrual_cost, ct.reimbursement_rate
+    FROM settlement_clearing_activity(p_asset, p_start, p_end) a
+    LEFT JOIN LATERAL (SELECT * FROM tenant_clearing_terms c WHERE c.tenant_id = a.tenant_id AND c.asset = p_asset
+                       AND c.effective_from <= p_start ORDER BY c.effective_from DESC LIMIT 1) ct ON true
+  )
+  INSERT INTO settlement_clearing_lines (batch_id, tenant_id, billing, issued_points, accrual_amount,
+      redeemed_points, reimbursement_amount, net_amount)
+    SELECT p_batch, p.tenant_id, p.billing, p.issued,
+      CASE WHEN p.billing = 'postpaid' THEN settlement_round(p.issued * p.accrual_cost) ELSE 0 END,
+      p.redeemed, settlement_round(p.redeemed * p.reimbursement_rate),
+      settlement_round(p.redeemed * p.reimbursement_rate)
+        - CASE WHEN p.billing = 'postpaid' THEN settlement_round(p.issued * p.accrual_cost) ELSE 0 END
+    FROM per_tenant p;
+  INSERT INTO settlement_positions (batch_id, tenant_id, receivable, payable, net_amount)
+    SELECT p_batch, tenant_id, reimbursement_amount, accrual_amount, net_amount
+    FROM settlement_clearing_lines WHERE batch_id = p_batch
+    UNION ALL
+    SELECT p_batch, NULL, coalesce(sum(accrual_amount), 0), coalesce(sum(reimbursement_amount), 0),
+      coalesce(sum(accrual_amount), 0) - coalesce(sum(reimbursement_amount), 0)
+    FROM settlement_clearing_lines WHERE batch_id = p_batch;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_issuance_reserve(p_tenant bigint, p_asset text, p_points bigint)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  -- Only a prepaid tenant under an operator-clearing asset has a capacity to respect.
+  IF p_points = 0 OR NOT EXISTS (
+      SELECT 1 FROM settlement_terms st WHERE st.asset = p_asset AND st.effective_from <= now()
+        AND st.model = 'operator_clearing'
+        AND st.effective_from = (SELECT max(effective_from) FROM settlement_terms x
+                                 WHERE x.asset = p_asset AND x.effective_from <= now()))
+     OR coalesce((SELECT c.billing FROM tenant_clearing_terms c WHERE c.tenant_id = p_tenant AND c.asset = p_asset
+                  AND c.effective_from <= now() ORDER BY c.effective_from DESC LIMIT 1), 'postpaid') <> 'prepaid' THEN
+    RETURN true;
+  END IF;
+  -- One row per prepaid tenant: issuing there is serialised, by design (the balance must be exact).
+  UPDATE prepaid_balances SET points = points - p_points
+    WHERE tenant_id = p_tenant AND asset = p_asset AND points - p_points >= 0;
+  RETURN FOUND;
+END $$;
+
+CREATE FUNCTION settlement_set_clearing_terms(p_tenant bigint, p_asset text, p_accrual numeric, p_reimbursement numeric,
+  p_billing text, p_effective_from timestamptz)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE v_id bigint;
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  INSERT INTO tenant_clearing_terms (tenant_id, asset, accrual_cost, reimbursement_rate, billing, effective_from)
+    VALUES (p_tenant, p_asset, p_accrual, p_reimbursement, p_billing, p_effective_from)
+    ON CONFLICT (tenant_id, asset, effective_from) DO UPDATE SET accrual_cost = EXCLUDED.accrual_cost,
+      reimbursement_rate = EXCLUDED.reimbursement_rate, billing = EXCLUDED.billing
+    RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+
+-- purchasePointBlock: a prepaid tenant buys issuance capacity (idempotent under the client's key).
+CREATE FUNCTION settlement_purchase_block(p_scope text, p_key text, p_hash text, p_tenant bigint, p_asset text,
+  p_points bigint, p_price numeric)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_replay jsonb := ledger_replay(p_scope, p_key, 'purchase_block', p_hash);
+  v_balance bigint;
+BEGIN
+  IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+  INSERT INTO prepaid_block_purchases (tenant_id, asset, points, price, client_scope)
+    VALUES (p_tenant, p_asset, p_points, p_price, p_scope);
+  INSERT INTO prepaid_balances (tenant_id, asset, points) VALUES (p_tenant, p_asset, p_points)
+    ON CONFLICT (tenant_id, asset) DO UPDATE SET points = prepaid_balances.points + EXCLUDED.points
+    RETURNING points INTO v_balance;
+  RETURN ledger_remember(p_scope, p_key, 'purchase_block', p_hash, jsonb_build_object(
+    'prepaidBalance', v_balance, 'userErrors', '[]'::jsonb));
 END $$;

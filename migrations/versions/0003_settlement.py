@@ -36,6 +36,13 @@ def upgrade() -> None:
     merchant = "alliance_role() = 'merchant'"
     op.execute(f"GRANT SELECT ON settlement_terms, settlement_batches, settlement_lines, settlement_positions TO {app_role}")
     _protect("settlement_terms", app_role, "true")
+    op.execute(f"GRANT SELECT ON tenant_clearing_terms, prepaid_balances, settlement_clearing_lines TO {app_role}")
+    own = f"{operator} OR ({merchant} AND tenant_id = alliance_tenant_id())"
+    _protect("tenant_clearing_terms", app_role, own)
+    _protect("prepaid_balances", app_role, own)
+    _protect("settlement_clearing_lines", app_role, own)
+    op.execute(f"GRANT SELECT ON prepaid_block_purchases TO {app_role}")
+    _protect("prepaid_block_purchases", app_role, own)
     op.execute(f"GRANT SELECT ON settlement_disputes TO {app_role}")
     _protect(
         "settlement_disputes",

@@ -12,12 +12,14 @@ import strawberry
 
 from alliance.api.context import Info
 from alliance.api.ids import from_cursor, from_global_id, to_global_id
-from alliance.api.mutations import run_in_transaction
+from alliance.api.mutations import run_in_transaction, user_error
 from alliance.api.types import Connection, Node, UserError, build_connection, page_size
 from alliance.auth.principal import SETTLEMENT_READ, SETTLEMENT_WRITE
 from alliance.errors import DomainError
+from alliance.ledger.service import Poster
 from alliance.settlement import service
 from alliance.settlement.models import SettlementBatch, SettlementTerms
+from alliance.tenants.service import tenant_by_code
 
 
 @strawberry.enum
@@ -40,6 +42,23 @@ class SettlementLine:
     points: int
     gross_amount: Decimal
     fee_amount: Decimal
+    net_amount: Decimal
+
+
+@strawberry.type
+class ClearingLine:
+    """Operator clearing: one tenant against the operator."""
+
+    tenant_code: str
+    billing: str
+    issued_points: int
+    accrual_amount: Decimal = strawberry.field(
+        description="What the tenant owes for points issued (postpaid)."
+    )
+    redeemed_points: int
+    reimbursement_amount: Decimal = strawberry.field(
+        description="What the operator pays for points redeemed."
+    )
     net_amount: Decimal
 
 
@@ -155,6 +174,23 @@ class SettlementBatchNode(Node):
             after_id is not None,
         )
 
+    @strawberry.field(description="Operator clearing batches: each tenant against the operator.")
+    async def clearing_lines(self, info: Info) -> list[ClearingLine]:
+        async with info.context.transaction() as session:
+            rows = await service.clearing_lines(session, self.pk)
+        return [
+            ClearingLine(
+                tenant_code=code,
+                billing=row.billing.upper(),
+                issued_points=row.issued_points,
+                accrual_amount=row.accrual_amount,
+                redeemed_points=row.redeemed_points,
+                reimbursement_amount=row.reimbursement_amount,
+                net_amount=row.net_amount,
+            )
+            for code, row in rows
+        ]
+
     @strawberry.field(description="Net position per party; they sum to zero including the operator.")
     async def positions(self, info: Info) -> list[SettlementPosition]:
         async with info.context.transaction() as session:
@@ -259,6 +295,45 @@ class MarkSettlementPaidInput:
     batch_id: strawberry.ID
     party: str = strawberry.field(description="The tenant code whose payment is recorded, or OPERATOR.")
     payment_reference: str
+
+
+@strawberry.enum
+class BillingType(Enum):
+    PREPAID = "prepaid"
+    POSTPAID = "postpaid"
+
+
+@strawberry.input
+class SetClearingTermsInput:
+    tenant_code: str
+    accrual_cost: Decimal = strawberry.field(description="What the tenant pays per point it issues.")
+    reimbursement_rate: Decimal = strawberry.field(
+        description="What the operator pays per point redeemed there."
+    )
+    billing: BillingType
+    effective_from: datetime
+    asset: str = "POINTS"
+
+
+@strawberry.type
+class SetClearingTermsPayload:
+    ok: bool = False
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class PurchasePointBlockInput:
+    tenant_code: str
+    points: int
+    price: Decimal
+    idempotency_key: str
+    asset: str = "POINTS"
+
+
+@strawberry.type
+class PurchasePointBlockPayload:
+    prepaid_balance: int | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.input
@@ -437,6 +512,52 @@ class SettlementMutations:
             )
 
         return await _batch_mutation(info, mark)
+
+    @strawberry.mutation(description="A tenant's operator-clearing rates and billing type (operator).")
+    async def set_clearing_terms(self, info: Info, input: SetClearingTermsInput) -> SetClearingTermsPayload:
+        info.context.require(SETTLEMENT_WRITE, "operator")
+
+        async def set_terms(session):  # type: ignore[no-untyped-def]
+            return await service.set_clearing_terms(
+                session,
+                input.tenant_code,
+                input.asset,
+                input.accrual_cost,
+                input.reimbursement_rate,
+                input.billing.value,
+                input.effective_from,
+            )
+
+        result = await run_in_transaction(info.context, set_terms)
+        if isinstance(result, list):
+            return SetClearingTermsPayload(user_errors=result)
+        return SetClearingTermsPayload(ok=True)
+
+    @strawberry.mutation(description="Record a prepaid tenant's purchase of a block of points (operator).")
+    async def purchase_point_block(
+        self, info: Info, input: PurchasePointBlockInput
+    ) -> PurchasePointBlockPayload:
+        principal = info.context.require(SETTLEMENT_WRITE, "operator")
+        try:
+            async with info.context.transaction() as session:
+                tenant = await tenant_by_code(session, input.tenant_code)
+            if tenant is None or tenant.id is None:
+                raise DomainError("TENANT_NOT_FOUND", "tenant not found", "tenantCode")
+            data = await service.purchase_point_block(
+                info.context.services.db,
+                Poster(principal.idempotency_scope, None),
+                idempotency_key=input.idempotency_key,
+                tenant_id=tenant.id,
+                asset=input.asset,
+                points=input.points,
+                price=input.price,
+            )
+        except DomainError as error:
+            return PurchasePointBlockPayload(user_errors=[user_error(error)])
+        return PurchasePointBlockPayload(
+            prepaid_balance=data.get("prepaidBalance"),
+            user_errors=[UserError(**e) for e in data["userErrors"]],
+        )
 
     @strawberry.mutation(description="A party merchant contests a line of a draft or approved batch.")
     async def dispute_settlement_line(

@@ -115,7 +115,7 @@ def request_hash(operation: str, request: dict[str, Any]) -> str:
 # -- posting -------------------------------------------------------------------------------------
 
 
-async def _post(db: Database, function: str, params: dict[str, Any]) -> Payload:
+async def post_idempotent(db: Database, function: str, params: dict[str, Any]) -> Payload:
     """Call a ledger function. A unique violation on the idempotency record means a concurrent
     first attempt with the same key won; the retry then returns that attempt's response."""
     arguments = ", ".join(f":{name}" for name in params)
@@ -132,7 +132,7 @@ async def _post(db: Database, function: str, params: dict[str, Any]) -> Payload:
     raise AssertionError("unreachable")
 
 
-def _identity(poster: Poster, operation: str, key: str, request: dict[str, Any]) -> dict[str, Any]:
+def idempotency_params(poster: Poster, operation: str, key: str, request: dict[str, Any]) -> dict[str, Any]:
     return {"p_scope": poster.scope, "p_key": check_key(key), "p_hash": request_hash(operation, request)}
 
 
@@ -169,10 +169,10 @@ async def earn_points(
         "effectiveAt": check_effective_at(effective_at),
     }
     details = {key: value for key, value in (("category", category), ("tags", sorted(tags))) if value}
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_earn",
-        _identity(poster, "earn", idempotency_key, request)
+        idempotency_params(poster, "earn", idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_kind": "earn",
@@ -250,10 +250,10 @@ async def earn_points_batch(
     request = {"items": [item for item in checked], "refused": sorted(refused)}
     payload: Payload
     if checked:
-        payload = await _post(
+        payload = await post_idempotent(
             db,
             "ledger_earn_batch",
-            _identity(poster, "earn_batch", idempotency_key, request)
+            idempotency_params(poster, "earn_batch", idempotency_key, request)
             | {
                 "p_tenant": poster.tenant_id,
                 "p_items": json.dumps(checked),
@@ -287,10 +287,10 @@ async def award_points(
         "asset": check_asset(asset),
         "reason": check_text(reason, "reason", limits.MAX_REASON, required=True),
     }
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_earn",
-        _identity(poster, "award", idempotency_key, request)
+        idempotency_params(poster, "award", idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_kind": "award",
@@ -338,10 +338,10 @@ async def compensate_points(
         "reason": reason,
         "note": check_text(note, "note", limits.MAX_REASON),
     }
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_earn",
-        _identity(poster, "compensate", idempotency_key, request)
+        idempotency_params(poster, "compensate", idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_kind": "compensate",
@@ -395,10 +395,10 @@ async def extend_expiry(
         "newExpiry": new_expiry,
         "reason": full_reason,
     }
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_extend_expiry",
-        _identity(poster, "extend_expiry", idempotency_key, request)
+        idempotency_params(poster, "extend_expiry", idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_member_number": member_number,
@@ -429,10 +429,10 @@ async def redeem_points(
         "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
         "store": store_code,
     }
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_redeem",
-        _identity(poster, "redeem", idempotency_key, request)
+        idempotency_params(poster, "redeem", idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_member_number": member_number,
@@ -474,10 +474,10 @@ async def hold_points(
         "store": store_code,
         "timeout": timeout,
     }
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_hold",
-        _identity(poster, "hold", idempotency_key, request)
+        idempotency_params(poster, "hold", idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_member_number": member_number,
@@ -504,10 +504,10 @@ async def close_hold(
         check_points(points)
     operation = "release" if release else "capture"
     request = {"hold": hold_id, "points": points}
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_close_hold",
-        _identity(poster, operation, idempotency_key, request)
+        idempotency_params(poster, operation, idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_hold_id": hold_id,
@@ -538,10 +538,10 @@ async def reverse_transaction(
         "force": force,
         "reason": check_text(reason, "reason", limits.MAX_REASON, required=True),
     }
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_reverse",
-        _identity(poster, "reverse", idempotency_key, request)
+        idempotency_params(poster, "reverse", idempotency_key, request)
         | {
             "p_tenant": poster.tenant_id,
             "p_transaction_id": transaction_id,
@@ -572,10 +572,10 @@ async def adjust_points(
         "asset": check_asset(asset),
         "reason": check_text(reason, "reason", limits.MAX_REASON, required=True),
     }
-    return await _post(
+    return await post_idempotent(
         db,
         "ledger_adjust",
-        _identity(poster, "adjust", idempotency_key, request)
+        idempotency_params(poster, "adjust", idempotency_key, request)
         | {
             "p_member_number": member_number,
             "p_asset": asset,

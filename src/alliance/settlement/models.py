@@ -79,3 +79,16 @@ class SettlementDispute(SQLModel, table=True):
     resolution: str | None
     created_at: datetime
     resolved_at: datetime | None
+
+
+class SettlementClearingLine(SQLModel, table=True):
+    __tablename__ = "settlement_clearing_lines"
+
+    batch_id: int = Field(primary_key=True)
+    tenant_id: int = Field(primary_key=True)
+    billing: str
+    issued_points: int
+    accrual_amount: Decimal
+    redeemed_points: int
+    reimbursement_amount: Decimal
+    net_amount: Decimal

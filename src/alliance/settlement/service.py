@@ -15,11 +15,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from alliance.db import Database
 from alliance.db.database import run_sql
 from alliance.errors import DomainError, NotFound
-from alliance.ledger.service import check_asset
+from alliance.ledger.service import (
+    Payload,
+    Poster,
+    check_asset,
+    check_key,
+    idempotency_params,
+    post_idempotent,
+)
 from alliance.settlement.models import (
     SettlementBatch,
+    SettlementClearingLine,
     SettlementDispute,
     SettlementLine,
     SettlementPosition,
@@ -42,6 +51,7 @@ _REFUSALS = {
     "LINE_NOT_FOUND": ("no such line in this batch that you are a party to", "issuerCode"),
     "BATCH_PAID": ("a paid batch can no longer be disputed", "batchId"),
     "DISPUTE_NOT_OPEN": ("no such open dispute", "disputeId"),
+    "NO_TENANT_TERMS": ("a tenant with activity has no clearing terms in force", "periodStart"),
     "INSTRUCTION_NOT_FOUND": ("no unpaid instruction for this party", "party"),
 }
 
@@ -88,8 +98,6 @@ async def set_terms(
     check_asset(asset)
     if model not in ("provenance_netting", "operator_clearing"):
         raise DomainError("INVALID_MODEL", "unknown settlement model", "model")
-    if model == "operator_clearing":
-        raise DomainError("NOT_IMPLEMENTED", "operator clearing is not built yet", "model")
     if not Decimal(0) <= settlement_value <= Decimal(1000) or settlement_value.as_tuple().exponent < -6:  # type: ignore[operator]
         raise DomainError(
             "INVALID_VALUE", "settlementValue must be 0-1000 with at most 6 decimals", "settlementValue"
@@ -275,11 +283,14 @@ async def reconcile(session: AsyncSession, batch_id: int) -> list[Difference]:
     """Lines that differ from a fresh recomputation from the ledger; empty means the books match."""
     await batch_by_id(session, batch_id)
     rows = (await run_sql(session, text("SELECT * FROM settlement_reconcile(:b)"), {"b": batch_id})).all()
-    codes = await party_codes(
-        session, {r.issuer_tenant_id for r in rows} | {r.redeemer_tenant_id for r in rows}
-    )
+    ids = {r.issuer_tenant_id for r in rows} | {r.redeemer_tenant_id for r in rows}
+    codes = await party_codes(session, {i for i in ids if i is not None})
+
+    def party(tenant_id: int | None) -> str:  # under operator clearing, the operator is the counterparty
+        return OPERATOR_PARTY if tenant_id is None else codes[tenant_id]
+
     return [
-        Difference(codes[r.issuer_tenant_id], codes[r.redeemer_tenant_id], r.batch_points, r.ledger_points)
+        Difference(party(r.issuer_tenant_id), party(r.redeemer_tenant_id), r.batch_points, r.ledger_points)
         for r in rows
     ]
 
@@ -440,3 +451,83 @@ async def breakage_report(
         ),
         key=lambda b: b.issuer_code,
     )
+
+
+BILLING_TYPES = ("prepaid", "postpaid")
+
+
+def _check_rate(value: Decimal, field: str) -> Decimal:
+    if not Decimal(0) <= value <= Decimal(1000) or value.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise DomainError("INVALID_RATE", f"{field} must be 0-1000 with at most 6 decimals", field)
+    return value
+
+
+async def set_clearing_terms(
+    session: AsyncSession,
+    tenant_code: str,
+    asset: str,
+    accrual_cost: Decimal,
+    reimbursement_rate: Decimal,
+    billing: str,
+    effective_from: datetime,
+) -> int:
+    """A tenant's operator-clearing rates, in force from ``effective_from``."""
+    if billing not in BILLING_TYPES:
+        raise DomainError("INVALID_BILLING", "billing is PREPAID or POSTPAID", "billing")
+    if effective_from.tzinfo is None:
+        raise DomainError("INVALID_EFFECTIVE_FROM", "effectiveFrom needs a time zone offset", "effectiveFrom")
+    tenant = (await session.exec(select(Tenant).where(Tenant.code == tenant_code))).first()
+    if tenant is None:
+        raise NotFound("tenant", "tenantCode")
+    result = await _call(
+        session,
+        "SELECT settlement_set_clearing_terms(:t, :a, :acc, :re, :b, :f)",
+        {
+            "t": tenant.id,
+            "a": check_asset(asset),
+            "acc": _check_rate(accrual_cost, "accrualCost"),
+            "re": _check_rate(reimbursement_rate, "reimbursementRate"),
+            "b": billing,
+            "f": effective_from,
+        },
+    )
+    assert isinstance(result, int)
+    return result
+
+
+async def purchase_point_block(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    tenant_id: int,
+    asset: str,
+    points: int,
+    price: Decimal,
+) -> Payload:
+    """A prepaid tenant buys issuance capacity; its earns are refused beyond what it bought."""
+    check_key(idempotency_key)
+    if not 0 < points <= 1_000_000_000:
+        raise DomainError("INVALID_POINTS", "points must be between 1 and 1000000000", "points")
+    if price < 0 or price.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise DomainError("INVALID_AMOUNT", "price must be non-negative with at most 2 decimals", "price")
+    request = {"tenant": tenant_id, "asset": check_asset(asset), "points": points, "price": str(price)}
+    return await post_idempotent(
+        db,
+        "settlement_purchase_block",
+        idempotency_params(poster, "purchase_block", idempotency_key, request)
+        | {
+            "p_tenant": tenant_id,
+            "p_asset": asset,
+            "p_points": points,
+            "p_price": price,
+        },
+    )
+
+
+async def clearing_lines(session: AsyncSession, batch_id: int) -> list[tuple[str, SettlementClearingLine]]:
+    rows = (
+        await session.exec(select(SettlementClearingLine).where(SettlementClearingLine.batch_id == batch_id))
+    ).all()
+    codes = await party_codes(session, {row.tenant_id for row in rows})
+    return sorted(((codes[row.tenant_id], row) for row in rows), key=lambda pair: pair[0])
