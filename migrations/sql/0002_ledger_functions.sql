@@ -52,18 +52,23 @@ CREATE FUNCTION ledger_account(p_kind text, p_asset text, p_member bigint, p_ten
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
-  SELECT id INTO v_id FROM accounts
-    WHERE kind = p_kind AND asset = p_asset
-      AND member_id IS NOT DISTINCT FROM p_member AND tenant_id IS NOT DISTINCT FROM p_tenant;
-  IF v_id IS NULL THEN
+  -- Equality or IS NULL on every key column, so the lookup is one unique-index probe.
+  LOOP
+    IF p_member IS NOT NULL THEN
+      SELECT id INTO v_id FROM accounts
+        WHERE kind = p_kind AND asset = p_asset AND member_id = p_member AND tenant_id IS NULL;
+    ELSIF p_tenant IS NOT NULL THEN
+      SELECT id INTO v_id FROM accounts
+        WHERE kind = p_kind AND asset = p_asset AND member_id IS NULL AND tenant_id = p_tenant;
+    ELSE
+      SELECT id INTO v_id FROM accounts
+        WHERE kind = p_kind AND asset = p_asset AND member_id IS NULL AND tenant_id IS NULL;
+    END IF;
+    EXIT WHEN v_id IS NOT NULL;
     INSERT INTO accounts (kind, asset, member_id, tenant_id) VALUES (p_kind, p_asset, p_member, p_tenant)
       ON CONFLICT DO NOTHING RETURNING id INTO v_id;
-    IF v_id IS NULL THEN
-      SELECT id INTO STRICT v_id FROM accounts
-        WHERE kind = p_kind AND asset = p_asset
-          AND member_id IS NOT DISTINCT FROM p_member AND tenant_id IS NOT DISTINCT FROM p_tenant;
-    END IF;
-  END IF;
+    EXIT WHEN v_id IS NOT NULL;  -- else a concurrent insert won: read its row
+  END LOOP;
   RETURN v_id;
 END $$;
 
@@ -184,6 +189,7 @@ DECLARE
   v_take bigint;
   v_lot record;
   v_sink bigint;
+  v_seq int := 0;
 BEGIN
   ASSERT p_points > 0, 'debits are positive';
   INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, order_ref, store_id,
@@ -199,9 +205,10 @@ BEGIN
   LOOP
     EXIT WHEN v_left = 0;
     v_take := least(v_left, v_lot.remaining);
+    v_seq := v_seq + 1;
     UPDATE lots SET remaining = remaining - v_take WHERE id = v_lot.id;
-    INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points)
-      VALUES (v_lot.id, v_tx.id, p_member, 'consume', -v_take);
+    INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points, seq)
+      VALUES (v_lot.id, v_tx.id, p_member, 'consume', -v_take, v_seq);
     v_left := v_left - v_take;
   END LOOP;
   IF v_left <> 0 THEN
@@ -218,8 +225,9 @@ END $$;
 -- Serialise every balance-reducing operation on one member wallet.
 CREATE FUNCTION ledger_lock_wallet(p_member bigint, p_asset text)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE v_wallet bigint := ledger_account('member_wallet', p_asset, p_member, NULL);
 BEGIN
-  PERFORM 1 FROM accounts WHERE id = ledger_account('member_wallet', p_asset, p_member, NULL) FOR UPDATE;
+  PERFORM 1 FROM accounts WHERE id = v_wallet FOR UPDATE;
 END $$;
 
 CREATE FUNCTION ledger_available(p_member bigint, p_asset text)
@@ -250,6 +258,8 @@ BEGIN
     RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, v_ctx.refusal);
   END IF;
   IF p_kind = 'earn' THEN
+    -- Serialise earns for one order so the duplicate check below cannot race.
+    PERFORM pg_advisory_xact_lock(hashtextextended(format('earn:%s:%s:%s', p_tenant, v_ctx.member_id, p_order_ref), 0));
     IF p_order_ref IS NOT NULL AND EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.tenant_id = p_tenant
         AND t.kind = 'earn' AND t.order_ref = p_order_ref AND t.member_id = v_ctx.member_id) THEN
       RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('DUPLICATE_ORDER',
@@ -483,9 +493,9 @@ BEGIN
           WHERE rt.reverses_id = v_orig.id AND r.kind = 'restore'
             AND (r.lot_id = c.lot_id OR r.lot_id IN (SELECT id FROM lots WHERE restored_from_lot_id = c.lot_id
                                                        AND transaction_id = rt.id))), 0) AS restorable
-      FROM lot_movements c JOIN lots l ON l.id = c.lot_id
+      FROM lot_movements c
       WHERE c.transaction_id = v_orig.id AND c.kind = 'consume'
-      ORDER BY l.expires_at DESC NULLS FIRST, l.issued_at DESC, l.id DESC
+      ORDER BY c.seq DESC
     LOOP
       EXIT WHEN v_left = 0;
       CONTINUE WHEN v_row.restorable <= 0;
@@ -674,54 +684,43 @@ BEGIN
       ledger_user_error('TENANT_SUSPENDED', 'this merchant is suspended') || jsonb_build_object('results', '[]'::jsonb));
   END IF;
 
-  CREATE TEMP TABLE IF NOT EXISTS earn_batch_items (
-    idx int, member_number text, amount numeric, currency text, order_ref text, store_code text,
-    asset text, details jsonb, effective_at timestamptz, member_id bigint, store_id bigint, points bigint,
-    error_code text, error_field text, transaction_id bigint
-  ) ON COMMIT DROP;
-  TRUNCATE earn_batch_items;
-  INSERT INTO earn_batch_items (idx, member_number, amount, currency, order_ref, store_code, asset, details,
-      effective_at)
-    SELECT i.idx, i.member_number, i.amount, i.currency, i.order_ref, i.store_code, i.asset,
-      coalesce(i.details, '{}'::jsonb), coalesce(i.effective_at, now())
+  -- One pass: resolve member, store and asset by index lookups and decide each item's refusal.
+  CREATE TEMP TABLE earn_batch_items ON COMMIT DROP AS
+    SELECT i.idx, i.member_number, i.amount, i.currency, i.order_ref, i.asset,
+      coalesce(i.details, '{}'::jsonb) AS details, coalesce(i.effective_at, now()) AS effective_at,
+      l.member_id, s.id AS store_id, floor(i.amount * v_rate)::bigint AS points,
+      CASE
+        WHEN a.code IS NULL THEN 'UNKNOWN_ASSET'
+        WHEN l.member_id IS NULL THEN 'MEMBER_NOT_FOUND'
+        WHEN i.store_code IS NOT NULL AND s.id IS NULL THEN 'UNKNOWN_STORE'
+        WHEN floor(i.amount * v_rate) <= 0 THEN 'NO_POINTS_EARNED'
+        WHEN ledger_period_closed(i.asset, coalesce(i.effective_at, now())) THEN 'PERIOD_CLOSED'
+      END AS error_code,
+      NULL::bigint AS wallet_id, NULL::bigint AS transaction_id
     FROM jsonb_to_recordset(p_items) AS i(idx int, member_number text, amount numeric, currency text,
-      order_ref text, store_code text, asset text, details jsonb, effective_at timestamptz);
-
-  UPDATE earn_batch_items b SET member_id = m.id
-    FROM members m JOIN member_links l ON l.member_id = m.id AND l.tenant_id = p_tenant
-    WHERE m.member_number = b.member_number AND m.status = 'active';
-  UPDATE earn_batch_items b SET store_id = s.id
-    FROM stores s WHERE s.tenant_id = p_tenant AND s.code = b.store_code;
-  UPDATE earn_batch_items b SET points = floor(b.amount * v_rate)::bigint;
-
-  UPDATE earn_batch_items b SET (error_code, error_field) = (SELECT e.code, e.field FROM (VALUES
-      (1, 'UNKNOWN_ASSET', 'asset', NOT EXISTS (SELECT 1 FROM assets a WHERE a.code = b.asset)),
-      (2, 'MEMBER_NOT_FOUND', 'memberNumber', b.member_id IS NULL),
-      (3, 'UNKNOWN_STORE', 'storeCode', b.store_code IS NOT NULL AND b.store_id IS NULL),
-      (4, 'DUPLICATE_ORDER', 'orderRef', EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.tenant_id = p_tenant
-          AND t.kind = 'earn' AND t.order_ref = b.order_ref AND t.member_id = b.member_id)
-        OR EXISTS (SELECT 1 FROM earn_batch_items o WHERE o.order_ref = b.order_ref
-          AND o.member_number = b.member_number AND o.idx < b.idx)),
-      (5, 'NO_POINTS_EARNED', 'amount', b.points <= 0),
-      (6, 'PERIOD_CLOSED', 'effectiveAt', ledger_period_closed(b.asset, b.effective_at))
-    ) AS e(rank, code, field, failed) WHERE e.failed ORDER BY e.rank LIMIT 1);
+      order_ref text, store_code text, asset text, details jsonb, effective_at timestamptz)
+    LEFT JOIN members m ON m.member_number = i.member_number AND m.status = 'active'
+    LEFT JOIN member_links l ON l.member_id = m.id AND l.tenant_id = p_tenant
+    LEFT JOIN stores s ON s.tenant_id = p_tenant AND s.code = i.store_code
+    LEFT JOIN assets a ON a.code = i.asset;
+  ANALYZE earn_batch_items;
 
   -- Prepaid merchants: reserve issuance per asset; an asset over the prepaid balance fails alone.
-  FOR v_total IN SELECT b.asset, sum(b.points) AS points FROM earn_batch_items b
+  FOR v_total IN SELECT b.asset, sum(b.points)::bigint AS points FROM earn_batch_items b
                  WHERE b.error_code IS NULL GROUP BY b.asset ORDER BY b.asset LOOP
     IF NOT ledger_issuance_reserve(p_tenant, v_total.asset, v_total.points) THEN
-      UPDATE earn_batch_items SET error_code = 'PREPAID_BALANCE_EXHAUSTED', error_field = 'amount'
+      UPDATE earn_batch_items SET error_code = 'PREPAID_BALANCE_EXHAUSTED'
         WHERE error_code IS NULL AND asset = v_total.asset;
     END IF;
   END LOOP;
 
-  -- Every wallet the batch credits, created in one statement.
+  -- Every wallet the batch credits, created in one statement, then resolved by index.
   INSERT INTO accounts (kind, asset, member_id)
     SELECT DISTINCT 'member_wallet', b.asset, b.member_id FROM earn_batch_items b WHERE b.error_code IS NULL
     ON CONFLICT DO NOTHING;
-  INSERT INTO accounts (kind, asset, tenant_id)
-    SELECT DISTINCT 'tenant_issuance', b.asset, p_tenant FROM earn_batch_items b WHERE b.error_code IS NULL
-    ON CONFLICT DO NOTHING;
+  UPDATE earn_batch_items b SET wallet_id = a.id FROM accounts a
+    WHERE b.error_code IS NULL AND a.kind = 'member_wallet' AND a.asset = b.asset AND a.member_id = b.member_id
+      AND a.tenant_id IS NULL;
 
   WITH posted AS (
     INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount, currency,
@@ -729,20 +728,27 @@ BEGIN
       SELECT 'earn', b.asset, b.member_id, p_tenant, p_scope, b.points, b.amount, b.currency, b.order_ref,
         b.store_id, b.details || jsonb_build_object('batchIndex', b.idx), b.effective_at
       FROM earn_batch_items b WHERE b.error_code IS NULL ORDER BY b.idx
+      -- An order already earned (earlier, concurrently, or twice in this batch) is skipped here.
+      ON CONFLICT (tenant_id, member_id, order_ref) WHERE kind = 'earn' DO NOTHING
       RETURNING id, (details ->> 'batchIndex')::int AS idx
   )
   UPDATE earn_batch_items b SET transaction_id = posted.id FROM posted WHERE posted.idx = b.idx;
+  UPDATE earn_batch_items SET error_code = 'DUPLICATE_ORDER' WHERE error_code IS NULL AND transaction_id IS NULL;
+  -- Give back prepaid capacity reserved for duplicates.
+  PERFORM ledger_issuance_reserve(p_tenant, d.asset, -d.points)
+    FROM (SELECT asset, sum(points)::bigint AS points FROM earn_batch_items WHERE error_code = 'DUPLICATE_ORDER'
+          GROUP BY asset) d;
 
+  WITH issuance AS MATERIALIZED (
+    SELECT d.asset, ledger_account('tenant_issuance', d.asset, NULL, p_tenant) AS account_id
+    FROM (SELECT DISTINCT asset FROM earn_batch_items WHERE transaction_id IS NOT NULL) d
+  )
   INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
-    SELECT b.transaction_id, a.id, b.member_id, b.asset, -b.points
-      FROM earn_batch_items b JOIN accounts a ON a.kind = 'tenant_issuance' AND a.asset = b.asset
-        AND a.tenant_id = p_tenant AND a.member_id IS NULL
-      WHERE b.transaction_id IS NOT NULL
+    SELECT b.transaction_id, i.account_id, b.member_id, b.asset, -b.points
+      FROM earn_batch_items b JOIN issuance i ON i.asset = b.asset WHERE b.transaction_id IS NOT NULL
     UNION ALL
-    SELECT b.transaction_id, a.id, b.member_id, b.asset, b.points
-      FROM earn_batch_items b JOIN accounts a ON a.kind = 'member_wallet' AND a.asset = b.asset
-        AND a.member_id = b.member_id AND a.tenant_id IS NULL
-      WHERE b.transaction_id IS NOT NULL;
+    SELECT b.transaction_id, b.wallet_id, b.member_id, b.asset, b.points
+      FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL;
   INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at, expires_at)
     SELECT b.member_id, b.asset, p_tenant, b.transaction_id, b.points, b.points, b.effective_at,
       ledger_asset_expiry(b.asset, b.effective_at)
@@ -752,7 +758,11 @@ BEGIN
       'index', b.idx,
       'transaction', CASE WHEN b.transaction_id IS NULL THEN NULL ELSE ledger_transaction_json(t) END,
       'userErrors', CASE WHEN b.error_code IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(jsonb_build_object(
-        'field', b.error_field, 'code', b.error_code, 'message', CASE b.error_code
+        'field', CASE b.error_code WHEN 'UNKNOWN_ASSET' THEN 'asset' WHEN 'MEMBER_NOT_FOUND' THEN 'memberNumber'
+          WHEN 'UNKNOWN_STORE' THEN 'storeCode' WHEN 'DUPLICATE_ORDER' THEN 'orderRef'
+          WHEN 'PERIOD_CLOSED' THEN 'effectiveAt' ELSE 'amount' END,
+        'code', b.error_code,
+        'message', CASE b.error_code
           WHEN 'UNKNOWN_ASSET' THEN 'no such asset'
           WHEN 'MEMBER_NOT_FOUND' THEN 'no such member is enrolled at this merchant'
           WHEN 'UNKNOWN_STORE' THEN 'no such store at this merchant'

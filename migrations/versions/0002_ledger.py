@@ -81,6 +81,9 @@ CREATE TABLE ledger_transactions (
 CREATE INDEX ledger_transactions_member ON ledger_transactions (member_id, id);
 CREATE INDEX ledger_transactions_tenant ON ledger_transactions (tenant_id, id);
 CREATE INDEX ledger_transactions_reverses ON ledger_transactions (reverses_id) WHERE reverses_id IS NOT NULL;
+-- One earn per order, member and merchant (member_id included: the ledger shards by member).
+CREATE UNIQUE INDEX ledger_transactions_earn_order ON ledger_transactions (tenant_id, member_id, order_ref)
+  WHERE kind = 'earn';
 
 CREATE TABLE ledger_entries (
   transaction_id bigint NOT NULL REFERENCES ledger_transactions(id),
@@ -115,6 +118,7 @@ CREATE TABLE lot_movements (
   member_id bigint NOT NULL,
   kind text NOT NULL CHECK (kind IN ('consume', 'clawback', 'expire', 'restore')),
   points bigint NOT NULL CHECK (points <> 0),
+  seq int NOT NULL DEFAULT 1,  -- order of consumption within the transaction (refunds go in reverse)
   PRIMARY KEY (transaction_id, lot_id),
   CHECK ((kind = 'restore') = (points > 0))
 );
@@ -184,7 +188,9 @@ def upgrade() -> None:
     own_transaction = """(alliance_role() = 'merchant' AND EXISTS (SELECT 1 FROM ledger_transactions t
         WHERE t.id = transaction_id AND t.tenant_id = alliance_tenant_id()))"""
     op.execute(f"GRANT SELECT ON assets TO {app_role}")
-    op.execute(f"GRANT SELECT ON accounts, ledger_transactions, ledger_entries, lots, lot_movements, holds TO {app_role}")
+    op.execute(
+        f"GRANT SELECT ON accounts, ledger_transactions, ledger_entries, lots, lot_movements, holds TO {app_role}"
+    )
     _protect("accounts", app_role, f"{operator} OR {own_member} OR {own_tenant}")
     _protect("ledger_transactions", app_role, f"{operator} OR {own_member} OR {own_tenant}")
     _protect("ledger_entries", app_role, f"{operator} OR {own_member} OR {own_transaction}")
@@ -210,7 +216,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE IF EXISTS idempotency_records, holds, lot_movements, lots, ledger_entries, "
-               "ledger_transactions, accounts, assets CASCADE")
+    op.execute(
+        "DROP TABLE IF EXISTS idempotency_records, holds, lot_movements, lots, ledger_entries, "
+        "ledger_transactions, accounts, assets CASCADE"
+    )
     op.execute("DROP FUNCTION IF EXISTS ledger_refuse_change() CASCADE")
     op.execute("ALTER TABLE tenants DROP COLUMN IF EXISTS earn_rate")

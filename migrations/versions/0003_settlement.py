@@ -34,9 +34,13 @@ def upgrade() -> None:
     execute_script((Path(__file__).parents[1] / "sql" / "0003_settlement.sql").read_text())
     operator = "alliance_role() = 'operator'"
     merchant = "alliance_role() = 'merchant'"
-    op.execute(f"GRANT SELECT ON settlement_terms, settlement_batches, settlement_lines, settlement_positions TO {app_role}")
+    op.execute(
+        f"GRANT SELECT ON settlement_terms, settlement_batches, settlement_lines, settlement_positions TO {app_role}"
+    )
     _protect("settlement_terms", app_role, "true")
-    op.execute(f"GRANT SELECT ON tenant_clearing_terms, prepaid_balances, settlement_clearing_lines TO {app_role}")
+    op.execute(
+        f"GRANT SELECT ON tenant_clearing_terms, prepaid_balances, settlement_clearing_lines TO {app_role}"
+    )
     own = f"{operator} OR ({merchant} AND tenant_id = alliance_tenant_id())"
     _protect("tenant_clearing_terms", app_role, own)
     _protect("prepaid_balances", app_role, own)
@@ -62,7 +66,9 @@ def upgrade() -> None:
         app_role,
         f"{operator} OR ({merchant} AND alliance_tenant_id() IN (issuer_tenant_id, redeemer_tenant_id))",
     )
-    _protect("settlement_positions", app_role, f"{operator} OR ({merchant} AND tenant_id = alliance_tenant_id())")
+    _protect(
+        "settlement_positions", app_role, f"{operator} OR ({merchant} AND tenant_id = alliance_tenant_id())"
+    )
     op.execute(
         f"""DO $$ DECLARE f record; BEGIN
           FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_proc p
@@ -77,9 +83,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE IF EXISTS settlement_positions, settlement_lines, settlement_batches, settlement_terms")
-    op.execute("DROP FUNCTION IF EXISTS ledger_expire(text, int), settlement_run(text, timestamptz, timestamptz), "
-               "settlement_reconcile(bigint), settlement_provenance(text, timestamptz, timestamptz), "
-               "settlement_breakage(text, timestamptz, timestamptz), settlement_round(numeric)")
-    op.execute("CREATE OR REPLACE FUNCTION ledger_period_closed(p_asset text, p_at timestamptz) "
-               "RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT false $$")
+    op.execute(
+        "DROP TABLE IF EXISTS settlement_positions, settlement_lines, settlement_batches, settlement_terms"
+    )
+    op.execute(
+        "DROP FUNCTION IF EXISTS ledger_expire(text, int), settlement_run(text, timestamptz, timestamptz), "
+        "settlement_reconcile(bigint), settlement_provenance(text, timestamptz, timestamptz), "
+        "settlement_breakage(text, timestamptz, timestamptz), settlement_round(numeric)"
+    )
+    op.execute(
+        "CREATE OR REPLACE FUNCTION ledger_period_closed(p_asset text, p_at timestamptz) "
+        "RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT false $$"
+    )

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,7 +50,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         _with_database(settings, prepare)
         _print_demo(settings)
-    uvicorn.run(create_app(owner_url, settings), host=args.host, port=args.port, log_level="info")
+    if args.workers == 1:
+        uvicorn.run(
+            create_app(owner_url, settings), host=args.host, port=args.port, access_log=args.access_log
+        )
+        return 0
+    # Worker processes build the app from the environment; point them at the same database.
+    os.environ["DATABASE_URL"] = owner_url
+    uvicorn.run(
+        "alliance.api.app:create_app_from_environment",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        access_log=args.access_log,
+    )
     return 0
 
 
@@ -283,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--demo", action="store_true", help="seed the demo alliance first")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (one per core is a good start)"
+    )
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
     serve.set_defaults(handler=cmd_serve)
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(

@@ -12,6 +12,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from alliance.api.context import Context, Services
 from alliance.api.oauth import jwks_endpoint, token_endpoint
@@ -32,6 +34,13 @@ class AllianceGraphQL(GraphQL[Context, None]):
         return Context(
             request=request, services=request.app.state.services, principal=request.state.principal
         )
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:  # type: ignore[override]
+        """Every error leaves with a code, even one raised before the extensions ran (a cached parse)."""
+        response = await super().process_result(request, result)
+        for error in response.get("errors") or []:
+            error.setdefault("extensions", {}).setdefault("code", "GRAPHQL_VALIDATION_FAILED")
+        return response
 
 
 def _unauthorized(description: str) -> JSONResponse:
@@ -150,3 +159,12 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
     app.state.reload_keys = reload_keys
     app.state.refresh_keys_if_stale = refresh_keys_if_stale
     return app
+
+
+def create_app_from_environment() -> Starlette:
+    """The app for a uvicorn worker process (``alliance serve --workers N``); needs DATABASE_URL."""
+    from alliance.config import get_settings
+
+    settings = get_settings()
+    assert settings.database_url, "worker processes are started with DATABASE_URL set"
+    return create_app(settings.database_url, settings)
