@@ -312,9 +312,9 @@ async def seed(owner_url: URL, tenants: int, members: int, lots: int, consumed: 
         await conn.execute("SET work_mem = '256MB'; SET maintenance_work_mem = '512MB'")
         await step(
             "tenants",
-            f"""INSERT INTO tenants (code, name, category, earn_rate)
+            f"""INSERT INTO tenants (code, name, category)
                 SELECT format('bench-%s', lpad(i::text, 4, '0')), format('Bench merchant %s', i),
-                       (ARRAY{list(CATEGORIES)!r})[1 + i % {len(CATEGORIES)}], 1
+                       (ARRAY{list(CATEGORIES)!r})[1 + i % {len(CATEGORIES)}]
                 FROM generate_series(1, {tenants}) i""",
         )
         await step(
@@ -372,7 +372,7 @@ async def seed(owner_url: URL, tenants: int, members: int, lots: int, consumed: 
             "lot plan (temp)",
             f"""CREATE TEMP TABLE seed_lot AS
                 SELECT s.n, m.id AS member_id, t.id AS tenant_id, st.id AS store_id, s.amount,
-                       floor(s.amount * tn.earn_rate)::bigint AS points, s.issued_at,
+                       floor(s.amount)::bigint AS points, s.issued_at,  -- the default base rule: 1 per CNY
                        CASE a.expiry_policy
                          WHEN 'never' THEN NULL
                          WHEN 'months_after_issue' THEN s.issued_at + make_interval(months => a.expiry_months)
@@ -716,7 +716,17 @@ async def graphql_phases(
         "ALLIANCE_GRAPHIQL": "false",
     }
     env.pop("ALLIANCE_APP_DATABASE_URL", None)
-    command = [*alliance_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        *alliance_command(),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(args.server_workers),
+        "--no-access-log",
+    ]
     print(f"  starting: {' '.join(command)}  (log: {log})", flush=True)
     with open(log, "wb") as out:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -1024,6 +1034,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--batch-concurrency", type=int, help="concurrent batches (default: --concurrency)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="`alliance serve --workers` for the HTTP phases (default: one per core)",
+    )
     parser.add_argument(
         "--statement-timeout", type=int, default=30, help="seconds, set on the bench app role only"
     )

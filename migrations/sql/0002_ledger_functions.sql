@@ -154,26 +154,40 @@ END $$;
 CREATE FUNCTION ledger_credit(
   p_kind text, p_member bigint, p_asset text, p_points bigint, p_issuer bigint, p_tenant bigint, p_scope text,
   p_amount numeric, p_currency text, p_order_ref text, p_store bigint, p_reason text, p_details jsonb,
-  p_effective_at timestamptz)
+  p_effective_at timestamptz, p_alliance_points bigint DEFAULT 0)
 RETURNS ledger_transactions LANGUAGE plpgsql AS $$
+-- p_points come from the issuer (the merchant, or the alliance when p_issuer is NULL);
+-- p_alliance_points are an alliance-funded share of the same posting (a campaign bonus), with a
+-- lot of their own so settlement never charges the merchant for them.
 DECLARE
   v_tx ledger_transactions;
   v_source bigint;
+  v_expiry timestamptz := ledger_asset_expiry(p_asset, p_effective_at);
 BEGIN
-  ASSERT p_points > 0, 'credits are positive';
+  ASSERT p_points >= 0 AND p_alliance_points >= 0 AND p_points + p_alliance_points > 0, 'credits are positive';
   INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount, currency,
       order_ref, store_id, reason, details, effective_at)
-    VALUES (p_kind, p_asset, p_member, p_tenant, p_scope, p_points, p_amount, p_currency, p_order_ref, p_store,
-      p_reason, coalesce(p_details, '{}'::jsonb), p_effective_at)
+    VALUES (p_kind, p_asset, p_member, p_tenant, p_scope, p_points + p_alliance_points, p_amount, p_currency,
+      p_order_ref, p_store, p_reason, coalesce(p_details, '{}'::jsonb), p_effective_at)
     RETURNING * INTO v_tx;
-  v_source := CASE WHEN p_issuer IS NULL THEN ledger_account('alliance_adjustment', p_asset, NULL, NULL)
-                   ELSE ledger_account('tenant_issuance', p_asset, NULL, p_issuer) END;
-  INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount) VALUES
-    (v_tx.id, v_source, p_member, p_asset, -p_points),
-    (v_tx.id, ledger_account('member_wallet', p_asset, p_member, NULL), p_member, p_asset, p_points);
-  INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at, expires_at)
-    VALUES (p_member, p_asset, p_issuer, v_tx.id, p_points, p_points, p_effective_at,
-      ledger_asset_expiry(p_asset, p_effective_at));
+  IF p_points > 0 THEN
+    v_source := CASE WHEN p_issuer IS NULL THEN ledger_account('alliance_adjustment', p_asset, NULL, NULL)
+                     ELSE ledger_account('tenant_issuance', p_asset, NULL, p_issuer) END;
+    INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
+      VALUES (v_tx.id, v_source, p_member, p_asset, -p_points);
+    INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at, expires_at)
+      VALUES (p_member, p_asset, p_issuer, v_tx.id, p_points, p_points, p_effective_at, v_expiry);
+  END IF;
+  IF p_alliance_points > 0 THEN
+    INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
+      VALUES (v_tx.id, ledger_account('alliance_adjustment', p_asset, NULL, NULL), p_member, p_asset,
+        -p_alliance_points);
+    INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at, expires_at)
+      VALUES (p_member, p_asset, NULL, v_tx.id, p_alliance_points, p_alliance_points, p_effective_at, v_expiry);
+  END IF;
+  INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
+    VALUES (v_tx.id, ledger_account('member_wallet', p_asset, p_member, NULL), p_member, p_asset,
+      p_points + p_alliance_points);
   RETURN v_tx;
 END $$;
 
@@ -243,13 +257,24 @@ $$;
 CREATE FUNCTION ledger_earn(
   p_scope text, p_key text, p_hash text, p_tenant bigint, p_kind text, p_member_number text, p_asset text,
   p_points bigint, p_amount numeric, p_currency text, p_order_ref text, p_store_code text, p_reason text,
-  p_details jsonb, p_effective_at timestamptz)
+  p_details jsonb, p_effective_at timestamptz, p_alliance_points bigint DEFAULT 0, p_daily_cap bigint DEFAULT NULL,
+  p_other_assets jsonb DEFAULT '{}'::jsonb, p_event_limit jsonb DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+-- p_points (merchant- or, for the operator, alliance-funded) and p_alliance_points come from the
+-- earning rules (alliance.earning.engine); here they are checked against the books: duplicate
+-- orders, closed periods, prepaid capacity, the member's daily cap, event-bonus limits.
 DECLARE
   v_replay jsonb := ledger_replay(p_scope, p_key, p_kind, p_hash);
   v_ctx record;
-  v_points bigint := p_points;
+  v_points bigint := coalesce(p_points, 0);
+  v_alliance bigint := coalesce(p_alliance_points, 0);
+  v_details jsonb := coalesce(p_details, '{}'::jsonb);
+  v_at timestamptz := coalesce(p_effective_at, now());
+  v_earned_today bigint;
+  v_excess bigint;
+  v_used bigint;
   v_tx ledger_transactions;
+  v_other record;
 BEGIN
   IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
   ASSERT p_kind IN ('earn', 'award', 'compensate'), 'ledger_earn kinds';
@@ -265,24 +290,61 @@ BEGIN
       RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('DUPLICATE_ORDER',
         'points were already earned for this order', 'orderRef'));
     END IF;
-    IF v_points IS NULL THEN
-      SELECT floor(p_amount * t.earn_rate)::bigint INTO v_points FROM tenants t WHERE t.id = p_tenant;
-    END IF;
   END IF;
   IF p_effective_at IS NOT NULL AND ledger_period_closed(p_asset, p_effective_at) THEN
     RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('PERIOD_CLOSED',
       'effectiveAt falls in a settled (approved) period; post it in the open period', 'effectiveAt'));
   END IF;
+  IF p_event_limit IS NOT NULL THEN
+    -- An event bonus (survey, feedback, birthday...) at most `count` times per member and period.
+    PERFORM pg_advisory_xact_lock(hashtextextended(
+      format('event:%s:%s:%s', p_tenant, v_ctx.member_id, p_event_limit ->> 'event'), 0));
+    SELECT count(*) INTO v_used FROM ledger_transactions t
+      WHERE t.member_id = v_ctx.member_id AND t.tenant_id IS NOT DISTINCT FROM p_tenant AND t.kind = p_kind
+        AND t.details ->> 'event' = p_event_limit ->> 'event'
+        AND t.effective_at >= (p_event_limit ->> 'since')::timestamptz;
+    IF v_used >= (p_event_limit ->> 'count')::int THEN
+      RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('EVENT_LIMIT_REACHED',
+        format('this bonus is limited to %s per member', p_event_limit ->> 'count'), 'event'));
+    END IF;
+  END IF;
+  IF p_daily_cap IS NOT NULL AND p_kind = 'earn' THEN
+    PERFORM pg_advisory_xact_lock(hashtextextended(format('daycap:%s:%s', p_tenant, v_ctx.member_id), 0));
+    SELECT coalesce(sum(t.points), 0) INTO v_earned_today FROM ledger_transactions t, assets a
+      WHERE a.code = p_asset AND t.member_id = v_ctx.member_id AND t.tenant_id = p_tenant AND t.kind = 'earn'
+        AND t.asset = p_asset
+        AND (t.effective_at AT TIME ZONE a.time_zone)::date = (v_at AT TIME ZONE a.time_zone)::date;
+    v_excess := greatest(0, v_earned_today + v_points + v_alliance - p_daily_cap);
+    IF v_excess > 0 THEN
+      IF v_excess >= v_points + v_alliance THEN
+        RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('DAILY_CAP_REACHED',
+          format('this member already earned the daily maximum of %s points here', p_daily_cap), 'amount'));
+      END IF;
+      v_alliance := v_alliance - least(v_alliance, v_excess);  -- the alliance's bonus goes first
+      v_points := v_points - (v_excess - least(coalesce(p_alliance_points, 0), v_excess));
+      v_details := jsonb_set(v_details, '{breakdown}', coalesce(v_details -> 'breakdown', '[]'::jsonb)
+        || jsonb_build_array(jsonb_build_object('rule', 'cap:member-day', 'points', -v_excess, 'asset', p_asset,
+             'note', format('at most %s per day', p_daily_cap))));
+    END IF;
+  END IF;
+  IF v_points + v_alliance <= 0 THEN
+    RETURN ledger_remember(p_scope, p_key, p_kind, p_hash,
+      ledger_user_error('NO_POINTS_EARNED', 'this purchase earns no points', 'amount'));
+  END IF;
   IF p_tenant IS NOT NULL AND NOT ledger_issuance_reserve(p_tenant, p_asset, v_points) THEN
     RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('PREPAID_BALANCE_EXHAUSTED',
       'this merchant has not bought enough prepaid points for this issue', 'amount'));
   END IF;
-  IF v_points IS NULL OR v_points <= 0 THEN
-    RETURN ledger_remember(p_scope, p_key, p_kind, p_hash,
-      ledger_user_error('NO_POINTS_EARNED', 'this purchase earns no points', 'amount'));
-  END IF;
   v_tx := ledger_credit(p_kind, v_ctx.member_id, p_asset, v_points, p_tenant, p_tenant, p_scope, p_amount,
-    p_currency, p_order_ref, v_ctx.store_id, p_reason, p_details, coalesce(p_effective_at, now()));
+    p_currency, p_order_ref, v_ctx.store_id, p_reason, v_details, v_at, v_alliance);
+  -- Co-earned assets (green-labelled products also earn GREEN), as awards tied to this posting.
+  FOR v_other IN SELECT key AS asset, value::bigint AS points FROM jsonb_each_text(p_other_assets) ORDER BY key LOOP
+    CONTINUE WHEN v_other.points <= 0 OR NOT EXISTS (SELECT 1 FROM assets WHERE code = v_other.asset);
+    IF p_tenant IS NULL OR ledger_issuance_reserve(p_tenant, v_other.asset, v_other.points) THEN
+      PERFORM ledger_credit('award', v_ctx.member_id, v_other.asset, v_other.points, p_tenant, p_tenant, p_scope,
+        NULL, NULL, NULL, v_ctx.store_id, 'co-earned with a purchase', jsonb_build_object('coEarnOf', v_tx.id), v_at);
+    END IF;
+  END LOOP;
   RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_success(v_tx));
 END $$;
 
@@ -673,13 +735,11 @@ RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
   v_replay jsonb := ledger_replay(p_scope, p_key, 'earn_batch', p_hash);
   v_results jsonb;
-  v_rate numeric;
   v_total record;
 BEGIN
   IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
   ASSERT jsonb_array_length(p_items) <= 1000, 'batches are at most 1000 items';
-  SELECT t.earn_rate INTO v_rate FROM tenants t WHERE t.id = p_tenant AND t.status = 'active';
-  IF NOT FOUND THEN
+  IF NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = p_tenant AND t.status = 'active') THEN
     RETURN ledger_remember(p_scope, p_key, 'earn_batch', p_hash,
       ledger_user_error('TENANT_SUSPENDED', 'this merchant is suspended') || jsonb_build_object('results', '[]'::jsonb));
   END IF;
@@ -687,18 +747,21 @@ BEGIN
   -- One pass: resolve member, store and asset by index lookups and decide each item's refusal.
   CREATE TEMP TABLE earn_batch_items ON COMMIT DROP AS
     SELECT i.idx, i.member_number, i.amount, i.currency, i.order_ref, i.asset,
-      coalesce(i.details, '{}'::jsonb) AS details, coalesce(i.effective_at, now()) AS effective_at,
-      l.member_id, s.id AS store_id, floor(i.amount * v_rate)::bigint AS points,
+      coalesce(i.details, '{}'::jsonb) || jsonb_build_object('breakdown', coalesce(i.breakdown, '[]'::jsonb))
+        AS details,
+      coalesce(i.effective_at, now()) AS effective_at,
+      l.member_id, s.id AS store_id, i.points, coalesce(i.alliance_points, 0) AS alliance_points,
       CASE
         WHEN a.code IS NULL THEN 'UNKNOWN_ASSET'
         WHEN l.member_id IS NULL THEN 'MEMBER_NOT_FOUND'
         WHEN i.store_code IS NOT NULL AND s.id IS NULL THEN 'UNKNOWN_STORE'
-        WHEN floor(i.amount * v_rate) <= 0 THEN 'NO_POINTS_EARNED'
+        WHEN i.points + coalesce(i.alliance_points, 0) <= 0 THEN 'NO_POINTS_EARNED'
         WHEN ledger_period_closed(i.asset, coalesce(i.effective_at, now())) THEN 'PERIOD_CLOSED'
       END AS error_code,
       NULL::bigint AS wallet_id, NULL::bigint AS transaction_id
     FROM jsonb_to_recordset(p_items) AS i(idx int, member_number text, amount numeric, currency text,
-      order_ref text, store_code text, asset text, details jsonb, effective_at timestamptz)
+      order_ref text, store_code text, asset text, details jsonb, effective_at timestamptz, points bigint,
+      alliance_points bigint, breakdown jsonb)
     LEFT JOIN members m ON m.member_number = i.member_number AND m.status = 'active'
     LEFT JOIN member_links l ON l.member_id = m.id AND l.tenant_id = p_tenant
     LEFT JOIN stores s ON s.tenant_id = p_tenant AND s.code = i.store_code
@@ -725,7 +788,8 @@ BEGIN
   WITH posted AS (
     INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount, currency,
         order_ref, store_id, details, effective_at)
-      SELECT 'earn', b.asset, b.member_id, p_tenant, p_scope, b.points, b.amount, b.currency, b.order_ref,
+      SELECT 'earn', b.asset, b.member_id, p_tenant, p_scope, b.points + b.alliance_points, b.amount, b.currency,
+        b.order_ref,
         b.store_id, b.details || jsonb_build_object('batchIndex', b.idx), b.effective_at
       FROM earn_batch_items b WHERE b.error_code IS NULL ORDER BY b.idx
       -- An order already earned (earlier, concurrently, or twice in this batch) is skipped here.
@@ -745,14 +809,22 @@ BEGIN
   )
   INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
     SELECT b.transaction_id, i.account_id, b.member_id, b.asset, -b.points
-      FROM earn_batch_items b JOIN issuance i ON i.asset = b.asset WHERE b.transaction_id IS NOT NULL
+      FROM earn_batch_items b JOIN issuance i ON i.asset = b.asset WHERE b.transaction_id IS NOT NULL AND b.points > 0
     UNION ALL
-    SELECT b.transaction_id, b.wallet_id, b.member_id, b.asset, b.points
+    SELECT b.transaction_id, ledger_account('alliance_adjustment', b.asset, NULL, NULL), b.member_id, b.asset,
+      -b.alliance_points
+      FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL AND b.alliance_points > 0
+    UNION ALL
+    SELECT b.transaction_id, b.wallet_id, b.member_id, b.asset, b.points + b.alliance_points
       FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL;
   INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at, expires_at)
     SELECT b.member_id, b.asset, p_tenant, b.transaction_id, b.points, b.points, b.effective_at,
       ledger_asset_expiry(b.asset, b.effective_at)
-    FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL;
+    FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL AND b.points > 0
+    UNION ALL
+    SELECT b.member_id, b.asset, NULL, b.transaction_id, b.alliance_points, b.alliance_points, b.effective_at,
+      ledger_asset_expiry(b.asset, b.effective_at)
+    FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL AND b.alliance_points > 0;
 
   SELECT jsonb_agg(jsonb_build_object(
       'index', b.idx,

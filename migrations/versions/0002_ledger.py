@@ -24,8 +24,6 @@ branch_labels = None
 depends_on = None
 
 TABLES = """
-ALTER TABLE tenants ADD COLUMN earn_rate numeric(12, 4) NOT NULL DEFAULT 1 CHECK (earn_rate >= 0 AND earn_rate <= 1000);
-
 CREATE TABLE assets (
   code text PRIMARY KEY CHECK (code ~ '^[A-Z][A-Z0-9_]{1,31}$'),
   name text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
@@ -221,4 +219,3 @@ def downgrade() -> None:
         "ledger_transactions, accounts, assets CASCADE"
     )
     op.execute("DROP FUNCTION IF EXISTS ledger_refuse_change() CASCADE")
-    op.execute("ALTER TABLE tenants DROP COLUMN IF EXISTS earn_rate")

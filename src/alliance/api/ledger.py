@@ -52,6 +52,28 @@ class HoldStatus(Enum):
     EXPIRED = "expired"
 
 
+@strawberry.type
+class BreakdownLine:
+    """One step of an earn's computation: the base, a rule's contribution, a cap."""
+
+    rule: str
+    points: int
+    asset: str
+    note: str
+
+
+def _breakdown(details: dict[str, Any] | None) -> list[BreakdownLine]:
+    return [
+        BreakdownLine(
+            rule=line["rule"],
+            points=line["points"],
+            asset=line.get("asset", "POINTS"),
+            note=line.get("note", ""),
+        )
+        for line in (details or {}).get("breakdown", [])
+    ]
+
+
 @strawberry.type(name="LedgerTransaction")
 class TransactionNode(Node):
     kind: TransactionKind
@@ -63,6 +85,9 @@ class TransactionNode(Node):
     reason: str | None
     shortfall: int = strawberry.field(description="Points a forced reversal could not claw back (recorded).")
     reverses: strawberry.ID | None = strawberry.field(description="The transaction this one reverses.")
+    breakdown: list[BreakdownLine] = strawberry.field(
+        description="Why an earn earned what it did: base points, each rule's contribution, caps."
+    )
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> TransactionNode:
@@ -77,6 +102,7 @@ class TransactionNode(Node):
             reason=data["reason"],
             shortfall=data["shortfall"],
             reverses=_reverses_id(data["reversesId"]),
+            breakdown=_breakdown(data.get("details")),
         )
 
     @classmethod
@@ -92,6 +118,7 @@ class TransactionNode(Node):
             reason=tx.reason,
             shortfall=tx.shortfall,
             reverses=_reverses_id(tx.reverses_id),
+            breakdown=_breakdown(tx.details),
         )
 
 
@@ -424,8 +451,69 @@ class AdjustPointsInput:
     asset: str = "POINTS"
 
 
+def earn_item(input: EarnPointsInput | PreviewEarnInput | EarnPointsBatchItem) -> service.EarnItem:
+    return service.EarnItem(
+        member_number=input.member_number,
+        amount=input.amount,
+        order_ref=input.order_ref,
+        currency=input.currency,
+        store_code=input.store_code,
+        category=input.category,
+        tags=tuple(input.tags),
+        asset=input.asset,
+        effective_at=input.effective_at,
+    )
+
+
+@strawberry.input
+class PreviewEarnInput:
+    member_number: str
+    amount: Decimal
+    order_ref: str = "preview"
+    currency: str = "CNY"
+    store_code: str | None = None
+    category: str | None = None
+    tags: list[str] = strawberry.field(default_factory=list)
+    asset: str = "POINTS"
+    effective_at: datetime | None = None
+
+
+@strawberry.type
+class EarnPreview:
+    points: int = strawberry.field(description="What the purchase would earn now (all funders, this asset).")
+    breakdown: list[BreakdownLine]
+    other_assets: list[BreakdownLine] = strawberry.field(description="Co-earned assets, e.g. GREEN points.")
+
+
+@strawberry.type
+class PreviewEarnPayload:
+    preview: EarnPreview | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
 @strawberry.type
 class LedgerMutations:
+    @strawberry.mutation(description="The earn computation for a POS screen; nothing is written.")
+    async def preview_earn(self, info: Info, input: PreviewEarnInput) -> PreviewEarnPayload:
+        principal = info.context.require(POINTS_EARN, "merchant")
+        try:
+            plan = await service.preview_earn(
+                info.context.services.db, poster(principal), earn_item(input), info.context.settings.time_zone
+            )
+        except DomainError as error:
+            return PreviewEarnPayload(user_errors=[user_error(error)])
+        lines = [
+            BreakdownLine(rule=line.rule, points=line.points, asset=line.asset, note=line.note)
+            for line in plan.breakdown
+        ]
+        return PreviewEarnPayload(
+            preview=EarnPreview(
+                points=plan.points,
+                breakdown=[line for line in lines if line.asset == input.asset],
+                other_assets=[line for line in lines if line.asset != input.asset],
+            )
+        )
+
     @strawberry.mutation(description="Points for a purchase at the calling merchant.")
     async def earn_points(self, info: Info, input: EarnPointsInput) -> EarnPointsPayload:
         principal = info.context.require(POINTS_EARN, "merchant")
@@ -434,15 +522,8 @@ class LedgerMutations:
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
-                member_number=input.member_number,
-                amount=input.amount,
-                currency=input.currency,
-                order_ref=input.order_ref,
-                store_code=input.store_code,
-                category=input.category,
-                tags=input.tags,
-                asset=input.asset,
-                effective_at=input.effective_at,
+                item=earn_item(input),
+                time_zone=info.context.settings.time_zone,
             )
         except DomainError as error:
             return refusal(EarnPointsPayload, error)
@@ -453,26 +534,14 @@ class LedgerMutations:
     )
     async def earn_points_batch(self, info: Info, input: EarnPointsBatchInput) -> EarnPointsBatchPayload:
         principal = info.context.require(POINTS_EARN, "merchant")
-        items = [
-            service.EarnItem(
-                member_number=item.member_number,
-                amount=item.amount,
-                order_ref=item.order_ref,
-                currency=item.currency,
-                store_code=item.store_code,
-                category=item.category,
-                tags=tuple(item.tags),
-                asset=item.asset,
-                effective_at=item.effective_at,
-            )
-            for item in input.items
-        ]
+        items = [earn_item(item) for item in input.items]
         try:
             data = await service.earn_points_batch(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
                 items=items,
+                time_zone=info.context.settings.time_zone,
             )
         except DomainError as error:
             return EarnPointsBatchPayload(user_errors=[user_error(error)])

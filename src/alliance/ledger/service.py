@@ -23,6 +23,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.db import Database
 from alliance.db.database import run_sql
+from alliance.earning import service as earning_rules
+from alliance.earning.engine import BreakdownLine, EarnPlan, MemberFacts, Purchase, Rule, plan_earn
 from alliance.errors import DomainError
 from alliance.ledger import limits
 from alliance.ledger.models import Asset, LedgerTransaction, Lot
@@ -136,63 +138,9 @@ def idempotency_params(poster: Poster, operation: str, key: str, request: dict[s
     return {"p_scope": poster.scope, "p_key": check_key(key), "p_hash": request_hash(operation, request)}
 
 
-async def earn_points(
-    db: Database,
-    poster: Poster,
-    *,
-    idempotency_key: str,
-    member_number: str,
-    amount: Decimal,
-    currency: str,
-    order_ref: str,
-    store_code: str | None,
-    category: str | None,
-    tags: list[str],
-    asset: str,
-    effective_at: datetime | None,
-) -> Payload:
-    """Points for a purchase: floor(amount × the merchant's earn rate), as a lot the merchant issues."""
-    assert poster.tenant_id is not None, "earning is a merchant operation"
-    if not CURRENCY.match(currency):
-        raise DomainError("INVALID_CURRENCY", "currency must be an ISO 4217 code", "currency")
-    if currency != "CNY":
-        raise DomainError("UNSUPPORTED_CURRENCY", "only CNY purchases earn points today", "currency")
-    request = {
-        "member": member_number,
-        "amount": str(check_amount(amount)),
-        "currency": currency,
-        "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
-        "store": store_code,
-        "category": category,
-        "tags": sorted(tags),
-        "asset": check_asset(asset),
-        "effectiveAt": check_effective_at(effective_at),
-    }
-    details = {key: value for key, value in (("category", category), ("tags", sorted(tags))) if value}
-    return await post_idempotent(
-        db,
-        "ledger_earn",
-        idempotency_params(poster, "earn", idempotency_key, request)
-        | {
-            "p_tenant": poster.tenant_id,
-            "p_kind": "earn",
-            "p_member_number": member_number,
-            "p_asset": asset,
-            "p_points": None,
-            "p_amount": amount,
-            "p_currency": currency,
-            "p_order_ref": request["order"],
-            "p_store_code": store_code,
-            "p_reason": None,
-            "p_details": json.dumps(details),
-            "p_effective_at": request["effectiveAt"],
-        },
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class EarnItem:
-    """One purchase of an `earn_points_batch`."""
+    """One purchase: what `earn_points`, `preview_earn` and `earn_points_batch` are given."""
 
     member_number: str
     amount: Decimal
@@ -206,32 +154,118 @@ class EarnItem:
 
 
 MAX_BATCH_ITEMS = 1000
+MAX_TAGS = 20
 
 
 def _check_earn_item(item: EarnItem) -> dict[str, Any]:
+    """The validated request (as hashed for idempotency), or a DomainError for the field at fault."""
+    if not CURRENCY.match(item.currency):
+        raise DomainError("INVALID_CURRENCY", "currency must be an ISO 4217 code", "currency")
     if item.currency != "CNY":
         raise DomainError("UNSUPPORTED_CURRENCY", "only CNY purchases earn points today", "currency")
-    details = {k: v for k, v in (("category", item.category), ("tags", sorted(item.tags))) if v}
+    if len(item.tags) > MAX_TAGS or any(not 1 <= len(tag) <= 64 for tag in item.tags):
+        raise DomainError("INVALID_TAGS", f"at most {MAX_TAGS} tags of 1-64 characters", "tags")
+    effective = check_effective_at(item.effective_at)
     return {
         "member_number": check_text(item.member_number, "memberNumber", 32, required=True),
         "amount": str(check_amount(item.amount)),
         "currency": item.currency,
         "order_ref": check_text(item.order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
         "store_code": item.store_code,
+        "category": check_text(item.category, "category", 64),
+        "tags": sorted(set(item.tags)),
         "asset": check_asset(item.asset),
-        "details": details,
-        "effective_at": effective.isoformat()
-        if (effective := check_effective_at(item.effective_at))
-        else None,
+        "effective_at": effective.isoformat() if effective else None,
     }
 
 
+def _plan(item: EarnItem, rules: list[Rule], facts: MemberFacts | None, time_zone: str) -> EarnPlan:
+    purchase = Purchase(
+        amount=item.amount,
+        at=item.effective_at or datetime.now(UTC),
+        time_zone=time_zone,
+        asset=item.asset,
+        category=item.category,
+        tags=tuple(item.tags),
+        store_code=item.store_code,
+    )
+    return plan_earn(purchase, rules, facts or MemberFacts())
+
+
+async def preview_earn(db: Database, poster: Poster, item: EarnItem, time_zone: str) -> EarnPlan:
+    """The earn computation for a POS screen: what the purchase would earn now, nothing written."""
+    assert poster.tenant_id is not None, "earning is a merchant operation"
+    _check_earn_item(item)
+    at = item.effective_at or datetime.now(UTC)
+    facts = await earning_rules.member_facts(db, poster.tenant_id, [item.member_number], item.asset, at)
+    if item.member_number not in facts:
+        raise DomainError("MEMBER_NOT_FOUND", "no such member is enrolled at this merchant", "memberNumber")
+    plan = _plan(
+        item, await earning_rules.cached_rules(db, poster.tenant_id, at), facts[item.member_number], time_zone
+    )
+    cap = plan.cap_per_member_day
+    if cap is not None and facts[item.member_number].earned_today + plan.points > cap:
+        excess = min(plan.points, facts[item.member_number].earned_today + plan.points - cap)
+        alliance = plan.alliance_points - min(plan.alliance_points, excess)
+        merchant = plan.points - excess - alliance
+        capped = (
+            *plan.breakdown,
+            BreakdownLine("cap:member-day", -excess, item.asset, f"at most {cap} per day"),
+        )
+        plan = EarnPlan(merchant, alliance, plan.other_assets, capped, cap)
+    return plan
+
+
+async def earn_points(
+    db: Database, poster: Poster, *, idempotency_key: str, item: EarnItem, time_zone: str
+) -> Payload:
+    """Points for a purchase under the merchant's earning rules, as lots the merchant (and, for an
+    alliance-funded campaign bonus, the alliance) issues; the breakdown is kept on the transaction."""
+    assert poster.tenant_id is not None, "earning is a merchant operation"
+    request = _check_earn_item(item)
+    at = item.effective_at or datetime.now(UTC)
+    facts = await earning_rules.member_facts(db, poster.tenant_id, [item.member_number], item.asset, at)
+    plan = _plan(
+        item,
+        await earning_rules.cached_rules(db, poster.tenant_id, at),
+        facts.get(item.member_number),
+        time_zone,
+    )
+    details = {key: value for key, value in (("category", item.category), ("tags", request["tags"])) if value}
+    details["breakdown"] = [line.as_dict() for line in plan.breakdown]
+    return await post_idempotent(
+        db,
+        "ledger_earn",
+        idempotency_params(poster, "earn", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_kind": "earn",
+            "p_member_number": item.member_number,
+            "p_asset": item.asset,
+            "p_points": plan.merchant_points,
+            "p_amount": item.amount,
+            "p_currency": item.currency,
+            "p_order_ref": request["order_ref"],
+            "p_store_code": item.store_code,
+            "p_reason": None,
+            "p_details": json.dumps(details),
+            "p_effective_at": item.effective_at,
+            "p_alliance_points": plan.alliance_points,
+            "p_daily_cap": plan.cap_per_member_day,
+            "p_other_assets": json.dumps(plan.other_assets),
+            "p_event_limit": None,
+        },
+    )
+
+
 async def earn_points_batch(
-    db: Database, poster: Poster, *, idempotency_key: str, items: list[EarnItem]
+    db: Database, poster: Poster, *, idempotency_key: str, items: list[EarnItem], time_zone: str
 ) -> Payload:
     """Many purchases in one set-based posting; a bad item is refused alone, the others post.
 
-    Returns ``{"results": [{"index", "transaction", "userErrors"}, ...], "userErrors": [...]}``.
+    The earning rules apply to each item as to a single earn, except the member's daily cap and
+    co-earned assets, which only single earns apply. Returns
+    ``{"results": [{"index", "transaction", "userErrors"}, ...], "userErrors": [...]}``.
     """
     assert poster.tenant_id is not None, "earning is a merchant operation"
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
@@ -247,21 +281,28 @@ async def earn_points_batch(
                 "transaction": None,
                 "userErrors": [{"field": error.field, "code": error.code, "message": error.message}],
             }
-    request = {"items": [item for item in checked], "refused": sorted(refused)}
-    payload: Payload
+    # The request as the client sent it (hashed before the rules' results are added to the items).
+    request = {"items": [dict(entry) for entry in checked], "refused": sorted(refused)}
+    payload: Payload = {"results": [], "userErrors": []}
+    check_key(idempotency_key)
     if checked:
+        now = datetime.now(UTC)
+        numbers = sorted({c["member_number"] for c in checked})
+        facts = await earning_rules.member_facts(db, poster.tenant_id, numbers, "POINTS", now)
+        rules = await earning_rules.cached_rules(db, poster.tenant_id, now)
+        for entry in checked:
+            plan = _plan(items[entry["idx"]], rules, facts.get(entry["member_number"]), time_zone)
+            entry["points"], entry["alliance_points"] = plan.merchant_points, plan.alliance_points
+            entry["breakdown"] = [line.as_dict() for line in plan.breakdown]
+            entry["details"] = {
+                k: v for k, v in (("category", entry["category"]), ("tags", entry["tags"])) if v
+            }
         payload = await post_idempotent(
             db,
             "ledger_earn_batch",
             idempotency_params(poster, "earn_batch", idempotency_key, request)
-            | {
-                "p_tenant": poster.tenant_id,
-                "p_items": json.dumps(checked),
-            },
+            | {"p_tenant": poster.tenant_id, "p_items": json.dumps(checked)},
         )
-    else:
-        check_key(idempotency_key)
-        payload = {"results": [], "userErrors": []}
     if payload["userErrors"]:
         return payload
     results = {result["index"]: result for result in payload["results"]} | refused

@@ -1,0 +1,339 @@
+"""Earning rules: define (versioned), retire, load the ones in force, and plan an earn.
+
+A rule code has at most one version in force at any instant: defining a code again closes the
+open version at the new one's start. Rules that would make a purchase's outcome depend on
+which of two rules is read first (two rates for one category or tag) are refused as ambiguous.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from alliance.db import AccessContext, Database
+from alliance.db.database import run_sql
+from alliance.earning.engine import ROUNDING, STACKING, MemberFacts, Rule
+from alliance.earning.models import EarningRule
+from alliance.errors import DomainError
+
+RULE_CODE = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
+KINDS = ("base", "category_rate", "tag_rate", "multiplier", "event_bonus")
+EVENTS = (
+    "ENROLMENT",
+    "BIRTHDAY",
+    "SURVEY",
+    "FEEDBACK",
+    "SUGGESTION",
+    "SERVICE_EVENT",
+    "GREEN_SHARING",
+    "REFERRAL",
+)
+LIMIT_PERIODS = ("day", "month", "year", "lifetime")
+RULES_CACHE_SECONDS = 5.0
+MAX_RULES_PER_TENANT = 200
+
+
+def _invalid(message: str, field: str = "config") -> DomainError:
+    return DomainError("INVALID_RULE", message, field)
+
+
+def _decimal(config: dict[str, Any], key: str, low: Decimal, high: Decimal) -> str:
+    try:
+        value = Decimal(str(config[key]))
+    except (KeyError, InvalidOperation) as exc:
+        raise _invalid(f"{key} must be a decimal number") from exc
+    if not low <= value <= high:
+        raise _invalid(f"{key} must be between {low} and {high}")
+    return str(value)
+
+
+def _schedule(raw: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"from", "to", "weekdays", "dates", "every"}
+    if set(raw) - allowed:
+        raise _invalid(f"schedule keys are {sorted(allowed)}")
+    schedule: dict[str, Any] = {}
+    try:
+        for key in ("from", "to"):
+            if key in raw:
+                schedule[key] = date.fromisoformat(raw[key]).isoformat()
+        if "weekdays" in raw:
+            days = sorted({int(d) for d in raw["weekdays"]})
+            if not days or not all(1 <= d <= 7 for d in days):
+                raise _invalid("weekdays are 1 (Monday) to 7 (Sunday)")
+            schedule["weekdays"] = days
+        if "dates" in raw:
+            schedule["dates"] = sorted({date.fromisoformat(d).isoformat() for d in raw["dates"]})[:366]
+        if "every" in raw:
+            days = int(raw["every"]["days"])
+            if not 2 <= days <= 366:
+                raise _invalid("every.days must be 2-366")
+            schedule["every"] = {
+                "anchor": date.fromisoformat(raw["every"]["anchor"]).isoformat(),
+                "days": days,
+            }
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _invalid("malformed schedule (dates are YYYY-MM-DD)") from exc
+    return schedule
+
+
+def validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The normalised config of a rule, or INVALID_RULE naming what is wrong."""
+    if kind not in KINDS:
+        raise DomainError("INVALID_RULE", f"kind must be one of {', '.join(KINDS)}", "kind")
+    one, ten = Decimal(1), Decimal(10)
+    if kind == "base":
+        rounding = config.get("rounding", "floor")
+        stacking = config.get("stacking", "highest")
+        if rounding not in ROUNDING or stacking not in STACKING:
+            raise _invalid("rounding is floor|round|ceil; stacking is highest|multiply")
+        normal: dict[str, Any] = {
+            "rate": _decimal(config, "rate", Decimal(0), Decimal(1000)),
+            "rounding": rounding,
+            "minimumSpend": _decimal({"v": config.get("minimumSpend", 0)}, "v", Decimal(0), Decimal(10**9)),
+            "stacking": stacking,
+            "capPerTransaction": None,
+            "capPerMemberDay": None,
+        }
+        for key in ("capPerTransaction", "capPerMemberDay"):
+            if config.get(key) is not None:
+                cap = int(config[key])
+                if not 1 <= cap <= 10**9:
+                    raise _invalid(f"{key} must be 1-1000000000")
+                normal[key] = cap
+        return normal
+    if kind == "category_rate":
+        return {
+            "category": str(config.get("category", "")).strip()[:64] or _missing("category"),
+            "multiplier": _decimal(config, "multiplier", one, ten),
+        }
+    if kind == "tag_rate":
+        tag = str(config.get("tag", "")).strip()[:64] or _missing("tag")
+        if "asset" in config:
+            return {
+                "tag": tag,
+                "asset": str(config["asset"]),
+                "rate": _decimal(config, "rate", Decimal(0), Decimal(1000)),
+            }
+        return {"tag": tag, "multiplier": _decimal(config, "multiplier", one, ten)}
+    if kind == "multiplier":
+        normal = {"multiplier": _decimal(config, "multiplier", one, ten)}
+        if config.get("schedule"):
+            normal["schedule"] = _schedule(config["schedule"])
+        if config.get("stores"):
+            normal["stores"] = sorted({str(code) for code in config["stores"]})[:100]
+        if config.get("minTierRank"):
+            normal["minTierRank"] = int(config["minTierRank"])
+        return normal
+    event = config.get("event")
+    if event not in EVENTS:
+        raise _invalid(f"event must be one of {', '.join(EVENTS)}")
+    points = int(config.get("points", 0))
+    if not 1 <= points <= 1_000_000:
+        raise _invalid("points must be 1-1000000")
+    limit = config.get("limit") or {"count": 1, "per": "lifetime"}
+    if limit.get("per") not in LIMIT_PERIODS or not 1 <= int(limit.get("count", 0)) <= 366:
+        raise _invalid("limit is {count: 1-366, per: day|month|year|lifetime}")
+    return {
+        "event": event,
+        "points": points,
+        "asset": str(config.get("asset", "POINTS")),
+        "limit": {"count": int(limit["count"]), "per": limit["per"]},
+    }
+
+
+def _missing(key: str) -> str:
+    raise _invalid(f"{key} is required")
+
+
+def _conflict_key(kind: str, config: dict[str, Any]) -> tuple[str, ...] | None:
+    """Two rules with the same key in force at once would be ambiguous."""
+    if kind == "base":
+        return ("base",)
+    if kind == "category_rate":
+        return ("category", config["category"])
+    if kind == "tag_rate":
+        return ("tag", config["tag"], config.get("asset", ""))
+    if kind == "event_bonus":
+        return ("event", config["event"])
+    return None
+
+
+async def define_rule(
+    session: AsyncSession,
+    tenant_id: int | None,
+    code: str,
+    kind: str,
+    config: dict[str, Any],
+    funded_by: str,
+    effective_from: datetime | None,
+    effective_until: datetime | None,
+) -> EarningRule:
+    """A new version of rule ``code`` from ``effective_from`` (default now); the open version, if any,
+    ends there. A campaign (tenant_id None) may be funded by the merchant or the alliance."""
+    if not RULE_CODE.fullmatch(code):
+        raise DomainError("INVALID_RULE_CODE", "code is a lowercase slug of 2-63 characters", "code")
+    if funded_by not in ("merchant", "alliance") or (funded_by == "alliance" and tenant_id is not None):
+        raise DomainError(
+            "INVALID_FUNDING", "only an operator's campaign can be funded by the alliance", "fundedBy"
+        )
+    if tenant_id is None and kind != "multiplier":
+        raise DomainError("INVALID_RULE", "alliance campaigns are multipliers", "kind")
+    normal = validate_config(kind, config)
+    start = effective_from or datetime.now(UTC)
+    if start.tzinfo is None or (effective_until is not None and effective_until.tzinfo is None):
+        raise DomainError("INVALID_EFFECTIVE_FROM", "instants need a time zone offset", "effectiveFrom")
+    if effective_until is not None and effective_until <= start:
+        raise DomainError(
+            "INVALID_EFFECTIVE_UNTIL", "effectiveUntil must be after effectiveFrom", "effectiveUntil"
+        )
+    await run_sql(
+        session,
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+        {"k": f"earning_rules:{tenant_id}"},
+    )
+    rows = await _tenant_rules(session, tenant_id, include_campaigns=False)
+    if len(rows) >= MAX_RULES_PER_TENANT:
+        raise DomainError(
+            "TOO_MANY_RULES", f"at most {MAX_RULES_PER_TENANT} rule versions per merchant", "code"
+        )
+    end = effective_until or datetime.max.replace(tzinfo=UTC)
+    key = _conflict_key(kind, normal)
+    for row in rows:
+        row_end = row.effective_until or datetime.max.replace(tzinfo=UTC)
+        overlaps = row.effective_from < end and start < row_end
+        if not overlaps:
+            continue
+        if row.code == code:
+            if row.effective_from >= start:
+                raise DomainError(
+                    "RULE_OVERLAP", "a later version of this rule already exists", "effectiveFrom"
+                )
+            row.effective_until = start  # the new version supersedes the open one
+            session.add(row)
+        elif key is not None and _conflict_key(row.kind, row.config) == key:
+            raise DomainError(
+                "AMBIGUOUS_RULE", f"rule {row.code!r} already covers this in the same period", "config"
+            )
+    rule = EarningRule(
+        tenant_id=tenant_id,
+        code=code,
+        kind=kind,
+        config=normal,
+        funded_by=funded_by,
+        effective_from=start,
+        effective_until=effective_until,
+    )
+    session.add(rule)
+    await session.flush()
+    await session.refresh(rule)
+    _cache.clear()
+    return rule
+
+
+async def retire_rule(
+    session: AsyncSession, tenant_id: int | None, code: str, at: datetime | None
+) -> EarningRule:
+    end = at or datetime.now(UTC)
+    rows = [
+        r
+        for r in await _tenant_rules(session, tenant_id, include_campaigns=False)
+        if r.code == code and (r.effective_until is None or r.effective_until > end)
+    ]
+    if not rows:
+        raise DomainError("RULE_NOT_FOUND", "no version of this rule is in force or scheduled", "code")
+    current = max(rows, key=lambda r: r.effective_from)
+    if current.effective_from >= end:
+        raise DomainError("RULE_NOT_STARTED", "this version has not started; define it again instead", "code")
+    current.effective_until = end
+    session.add(current)
+    await session.flush()
+    _cache.clear()
+    return current
+
+
+async def _tenant_rules(
+    session: AsyncSession, tenant_id: int | None, include_campaigns: bool
+) -> list[EarningRule]:
+    query = select(EarningRule)
+    if tenant_id is None:
+        query = query.where(col(EarningRule.tenant_id).is_(None))
+    elif include_campaigns:
+        query = query.where(or_(EarningRule.tenant_id == tenant_id, col(EarningRule.tenant_id).is_(None)))
+    else:
+        query = query.where(EarningRule.tenant_id == tenant_id)
+    return list((await session.exec(query.order_by(col(EarningRule.id)))).all())
+
+
+_cache: dict[int, tuple[float, list[EarningRule]]] = {}
+
+
+async def rules_in_force(session: AsyncSession, tenant_id: int, at: datetime) -> list[Rule]:
+    """The tenant's rules and the alliance campaigns in force at ``at``.
+
+    Cached per process for a few seconds: a rule change takes effect on every replica within
+    RULES_CACHE_SECONDS, and the hot earn path reads no rule rows.
+    """
+    cached = _cache.get(tenant_id)
+    if cached is None or time.monotonic() - cached[0] > RULES_CACHE_SECONDS:
+        cached = (time.monotonic(), await _tenant_rules(session, tenant_id, include_campaigns=True))
+        _cache[tenant_id] = cached
+    return [
+        Rule(row.code, row.kind, row.config, row.funded_by, campaign=row.tenant_id is None)
+        for row in cached[1]
+        if row.effective_from <= at and (row.effective_until is None or at < row.effective_until)
+    ]
+
+
+async def list_rules(session: AsyncSession, tenant_id: int | None, at: datetime | None) -> list[EarningRule]:
+    """Every version (or those in force at ``at``) of the caller's rules, and the campaigns."""
+    rows = await _tenant_rules(session, tenant_id, include_campaigns=tenant_id is not None)
+    if at is None:
+        return rows
+    return [
+        r for r in rows if r.effective_from <= at and (r.effective_until is None or at < r.effective_until)
+    ]
+
+
+async def member_facts(
+    db: Database, tenant_id: int, member_numbers: list[str], asset: str, at: datetime
+) -> dict[str, MemberFacts]:
+    """Tier and today's earnings of members enrolled at the tenant — one round trip for any number."""
+    rows = await db.call(
+        text("SELECT coalesce(json_agg(f), '[]') FROM earning_member_facts(:t, :n, :a, :at) f"),
+        {"t": tenant_id, "n": member_numbers, "a": asset, "at": at},
+    )
+    return {
+        row["member_number"]: MemberFacts(
+            tier_code=row["tier_code"],
+            tier_rank=row["tier_rank"],
+            tier_multiplier=Decimal(str(row["earn_multiplier"])),
+            earned_today=row["earned_today"],
+        )
+        for row in rows
+    }
+
+
+async def cached_rules(db: Database, tenant_id: int, at: datetime) -> list[Rule]:
+    async with db.transaction(AccessContext("merchant", tenant_id=tenant_id)) as session:
+        return await rules_in_force(session, tenant_id, at)
+
+
+def event_window_start(per: str, at: datetime, time_zone: str) -> datetime:
+    """Where an event bonus's limit period began (local calendar), e.g. 1 January for `year`."""
+    local = at.astimezone(ZoneInfo(time_zone))
+    if per == "lifetime":
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    start = {
+        "day": local.replace(hour=0, minute=0, second=0, microsecond=0),
+        "month": local.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+        "year": local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0),
+    }[per]
+    return start
