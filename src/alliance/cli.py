@@ -279,6 +279,17 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_birthdays(args: argparse.Namespace, settings: Settings) -> int:
+    """Grant birthday gift packs (daily CronJob; running it twice grants once)."""
+    from alliance.earning.jobs import grant_birthday_gifts
+
+    run = _with_database(settings, lambda db: grant_birthday_gifts(db, settings.time_zone))
+    print(
+        f"birthday gifts: {run.granted} granted, {run.already_granted} had theirs ({run.tenants} merchants)"
+    )
+    return 0
+
+
 def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
     from alliance.api.schema import export_sdl
 
@@ -354,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     expire_parser = commands.add_parser("expire", help="expire lots past their expiry into breakage")
     expire_parser.add_argument("--chunk", type=int, default=5000, help="member wallets per transaction")
     expire_parser.set_defaults(handler=cmd_expire)
+
+    commands.add_parser("birthdays", help="grant this month's birthday gift packs").set_defaults(
+        handler=cmd_birthdays
+    )
 
     schema = commands.add_parser("schema", help="GraphQL schema").add_subparsers(
         dest="schema_command", required=True

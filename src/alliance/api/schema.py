@@ -16,6 +16,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
 from alliance.api.ledger import (
     BIG_INT_SCALAR,
@@ -41,8 +42,12 @@ from alliance.api.types import DECIMAL_SCALAR
 from alliance.api.viewer import ViewerQueries
 from alliance.config import Settings
 
-Query = merge_types("Query", (ViewerQueries, TenantQueries, MemberQueries, ExpiryQueries, SettlementQueries))
-Mutation = merge_types("Mutation", (TenantMutations, MemberMutations, LedgerMutations, SettlementMutations))
+Query = merge_types(
+    "Query", (ViewerQueries, TenantQueries, MemberQueries, ExpiryQueries, EarningQueries, SettlementQueries)
+)
+Mutation = merge_types(
+    "Mutation", (TenantMutations, MemberMutations, LedgerMutations, EarningMutations, SettlementMutations)
+)
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
@@ -62,6 +67,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             TransactionNode,
             LotNode,
             SettlementBatchNode,
+            EarningRuleNode,
             EarnPointsPayload,
             AwardPointsPayload,
             RedeemPointsPayload,

@@ -21,6 +21,7 @@ POINTS_ADJUST = "points:adjust"
 LEDGER_READ = "ledger:read"
 SETTLEMENT_READ = "settlement:read"
 SETTLEMENT_WRITE = "settlement:write"
+RULES_WRITE = "rules:write"
 
 ALL_SCOPES = frozenset(
     {
@@ -35,6 +36,7 @@ ALL_SCOPES = frozenset(
         LEDGER_READ,
         SETTLEMENT_READ,
         SETTLEMENT_WRITE,
+        RULES_WRITE,
     }
 )
 DEFAULT_SCOPES: dict[str, frozenset[str]] = {

@@ -120,7 +120,7 @@ def request_hash(operation: str, request: dict[str, Any]) -> str:
 async def post_idempotent(db: Database, function: str, params: dict[str, Any]) -> Payload:
     """Call a ledger function. A unique violation on the idempotency record means a concurrent
     first attempt with the same key won; the retry then returns that attempt's response."""
-    arguments = ", ".join(f":{name}" for name in params)
+    arguments = ", ".join(f"{name} => :{name}" for name in params)  # named: order-proof
     statement = text(f"SELECT {function}({arguments})")
     for attempt in range(2):
         try:
@@ -770,3 +770,66 @@ async def expiring_points(
         {"asset": check_asset(asset), "days": days, "after": after_member_id, "limit": limit},
     )
     return [ExpiringMember(r.member_id, r.member_number, r.asset, r.points, r.first_expiry) for r in rows]
+
+
+async def award_event_bonus(
+    db: Database,
+    poster: Poster,
+    *,
+    idempotency_key: str,
+    member_number: str,
+    event: str,
+    note: str | None,
+    time_zone: str,
+    at: datetime | None = None,
+) -> Payload:
+    """The bonus a merchant's event rule grants (survey answered, class attended, birthday...),
+    at most as often as the rule's limit allows per member."""
+    assert poster.tenant_id is not None, "event bonuses are merchant operations"
+    now = at or datetime.now(UTC)
+    rules = await earning_rules.cached_rules(db, poster.tenant_id, now)
+    rule = next((r for r in rules if r.kind == "event_bonus" and r.config["event"] == event), None)
+    if rule is None:
+        raise DomainError("NO_SUCH_BONUS", f"this merchant has no {event} bonus in force", "event")
+    limit = rule.config["limit"]
+    since = earning_rules.event_window_start(limit["per"], now, time_zone)
+    request = {"member": member_number, "event": event, "note": check_text(note, "note", limits.MAX_REASON)}
+    reason = f"{event}: {request['note']}" if request["note"] else event
+    return await post_idempotent(
+        db,
+        "ledger_earn",
+        idempotency_params(poster, "award", idempotency_key, request)
+        | {
+            "p_tenant": poster.tenant_id,
+            "p_kind": "award",
+            "p_member_number": member_number,
+            "p_asset": rule.config["asset"],
+            "p_points": rule.config["points"],
+            "p_amount": None,
+            "p_currency": None,
+            "p_order_ref": None,
+            "p_store_code": None,
+            "p_reason": reason,
+            "p_details": json.dumps(
+                {
+                    "event": event,
+                    "rule": rule.code,
+                    "breakdown": [
+                        {
+                            "rule": rule.code,
+                            "points": rule.config["points"],
+                            "asset": rule.config["asset"],
+                            "note": event,
+                        }
+                    ],
+                }
+            ),
+            "p_effective_at": None,
+            "p_alliance_points": 0,
+            "p_daily_cap": None,
+            "p_other_assets": "{}",
+            "p_event_limit": json.dumps(
+                {"event": event, "count": limit["count"], "since": since.isoformat()}
+            ),
+        },
+    )
