@@ -7,14 +7,17 @@ Seeding is idempotent: running it again reuses what exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.auth.clients import create_client
 from alliance.auth.models import ApiClient
 from alliance.db import AccessContext, Database
 from alliance.db.database import OPERATOR
+from alliance.earning.service import define_rule, list_rules
 from alliance.members.service import enroll_member
 from alliance.tenants.models import TenantCategory
 from alliance.tenants.service import create_store, store_by_code, tenant_by_code
@@ -41,6 +44,7 @@ DEMO_MEMBERS = [
     ("+8613800138003", "Zhang Min", None),
 ]
 OPERATOR_CREDENTIALS = ("demo-operator", "demo-operator-secret")
+DEMO_RULES_FROM = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def merchant_credentials(code: str) -> tuple[str, str]:
@@ -88,4 +92,53 @@ async def seed_demo(db: Database) -> list[DemoCredential]:
                     member_name,
                     date.fromisoformat(birthday) if birthday else None,
                 )
+        async with db.transaction(merchant) as session:
+            await _ensure_rules(session, tenant.id, DEMO_RULES.get(code, []))
     return credentials
+
+
+# The supermarket's levers: 1 point per CNY, double points on the county town's market day
+# (every 5 days), baby formula 2×, GREEN points on green-labelled goods, a survey bonus and a
+# birthday gift pack. The hotel and the 4S shop earn at their own rates.
+DEMO_RULES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "sunrise-mart": [
+        ("base", "base", {"rate": "1", "rounding": "floor", "stacking": "highest", "capPerMemberDay": 20000}),
+        (
+            "market-day-double",
+            "multiplier",
+            {"multiplier": "2", "schedule": {"every": {"anchor": "2026-11-04", "days": 5}}},
+        ),
+        ("baby-formula-2x", "category_rate", {"category": "baby_formula", "multiplier": "2"}),
+        ("green-label", "tag_rate", {"tag": "green", "asset": "GREEN", "rate": "0.1"}),
+        (
+            "survey-bonus",
+            "event_bonus",
+            {"event": "SURVEY", "points": 50, "limit": {"count": 1, "per": "month"}},
+        ),
+        (
+            "birthday-pack",
+            "event_bonus",
+            {"event": "BIRTHDAY", "points": 500, "limit": {"count": 1, "per": "year"}},
+        ),
+    ],
+    "lakeview-hotel": [("base", "base", {"rate": "2", "rounding": "floor"})],
+    "east-4s": [
+        ("base", "base", {"rate": "1", "rounding": "floor"}),
+        (
+            "car-care-talk",
+            "event_bonus",
+            {"event": "SERVICE_EVENT", "points": 200, "limit": {"count": 2, "per": "year"}},
+        ),
+    ],
+}
+
+
+async def _ensure_rules(
+    session: AsyncSession, tenant_id: int, rules: list[tuple[str, str, dict[str, Any]]]
+) -> None:
+    existing = {
+        rule.code for rule in await list_rules(session, tenant_id, None) if rule.tenant_id == tenant_id
+    }
+    for code, kind, config in rules:
+        if code not in existing:
+            await define_rule(session, tenant_id, code, kind, config, "merchant", DEMO_RULES_FROM, None)
