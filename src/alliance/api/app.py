@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlmodel import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -19,12 +20,14 @@ from alliance.api.context import Context, Services
 from alliance.api.oauth import jwks_endpoint, token_endpoint
 from alliance.api.schema import build_schema
 from alliance.auth.keys import KeyRing, ensure_signing_key
-from alliance.auth.principal import Principal
+from alliance.auth.oidc import ExternalIssuer, unverified_issuer, verified_phone
+from alliance.auth.principal import DEFAULT_SCOPES, Principal
 from alliance.auth.tokens import InvalidToken, TokenIssuer
 from alliance.config import Settings
 from alliance.db import Database
 from alliance.db.database import OPERATOR
 from alliance.db.migrate import is_current
+from alliance.members.models import Member
 
 KEY_RELOAD_ON_UNKNOWN_KID_SECONDS = 5.0
 
@@ -93,6 +96,9 @@ class BearerAuthenticated:
 async def authenticate(request: Request, token: str) -> Principal:
     state = request.app.state
     issuer: TokenIssuer = state.token_issuer
+    external = state.external_issuers.get(unverified_issuer(token) or "")
+    if external is not None:
+        return await member_from_external(state.db, external, token)
     try:
         return issuer.verify(token)
     except InvalidToken:
@@ -101,6 +107,18 @@ async def authenticate(request: Request, token: str) -> Principal:
             raise
         await state.reload_keys()
         return issuer.verify(token)
+
+
+async def member_from_external(db: Database, external: ExternalIssuer, token: str) -> Principal:
+    """A member principal for a valid token of a configured OIDC issuer (by its verified phone)."""
+    phone = await verified_phone(external, token)
+    async with db.transaction(OPERATOR) as session:
+        member = (await session.exec(select(Member).where(Member.phone == phone))).first()
+    if member is None or member.id is None or member.status != "active":
+        raise InvalidToken("no active alliance member has this phone number")
+    return Principal(
+        "member", f"member:{member.member_number}", DEFAULT_SCOPES["member"], member_id=member.id
+    )
 
 
 async def healthz(request: Request) -> PlainTextResponse:
@@ -155,6 +173,10 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
     app.state.db = db
     app.state.services = Services(settings=settings, db=db)
     app.state.keyring = keyring
+    app.state.external_issuers = {
+        entry["issuer"]: ExternalIssuer(entry["issuer"], entry["jwks_url"], entry["audience"])
+        for entry in settings.member_oidc_issuers
+    }
     app.state.token_issuer = TokenIssuer(settings, keyring)
     app.state.reload_keys = reload_keys
     app.state.refresh_keys_if_stale = refresh_keys_if_stale
