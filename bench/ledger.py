@@ -566,15 +566,8 @@ def domain_earn(db: Database, data: Dataset, tag: str, hot: bool = False) -> Op:
             db,
             Poster(scope=scope_of(tenant), tenant_id=tenant),
             idempotency_key=key,
-            member_number=number,
-            amount=amount(rng),
-            currency="CNY",
-            order_ref=key,
-            store_code=store(rng),
-            category=None,
-            tags=[],
-            asset="POINTS",
-            effective_at=None,
+            item=EarnItem(member_number=number, amount=amount(rng), order_ref=key, store_code=store(rng)),
+            time_zone="Asia/Shanghai",
         )
         if payload["userErrors"]:
             return "refused", payload["userErrors"][0]["code"]
@@ -613,7 +606,11 @@ def domain_batch(db: Database, data: Dataset, tag: str, size: int) -> Op:
             for i in range(size)
         ]
         payload = await earn_points_batch(
-            db, Poster(scope=scope_of(tenant), tenant_id=tenant), idempotency_key=key, items=items
+            db,
+            Poster(scope=scope_of(tenant), tenant_id=tenant),
+            idempotency_key=key,
+            items=items,
+            time_zone="Asia/Shanghai",
         )
         if payload["userErrors"]:
             return "refused", payload["userErrors"][0]["code"]
