@@ -285,9 +285,13 @@ async def rules_in_force(session: AsyncSession, tenant_id: int, at: datetime) ->
     if cached is None or time.monotonic() - cached[0] > RULES_CACHE_SECONDS:
         cached = (time.monotonic(), await _tenant_rules(session, tenant_id, include_campaigns=True))
         _cache[tenant_id] = cached
+    return _in_force(cached[1], at)
+
+
+def _in_force(rows: list[EarningRule], at: datetime) -> list[Rule]:
     return [
         Rule(row.code, row.kind, row.config, row.funded_by, campaign=row.tenant_id is None)
-        for row in cached[1]
+        for row in rows
         if row.effective_from <= at and (row.effective_until is None or at < row.effective_until)
     ]
 
@@ -322,8 +326,12 @@ async def member_facts(
 
 
 async def cached_rules(db: Database, tenant_id: int, at: datetime) -> list[Rule]:
-    async with db.transaction(AccessContext("merchant", tenant_id=tenant_id)) as session:
-        return await rules_in_force(session, tenant_id, at)
+    """`rules_in_force`, opening a transaction only when the cache must be refilled."""
+    cached = _cache.get(tenant_id)
+    if cached is None or time.monotonic() - cached[0] > RULES_CACHE_SECONDS:
+        async with db.transaction(AccessContext("merchant", tenant_id=tenant_id)) as session:
+            return await rules_in_force(session, tenant_id, at)
+    return _in_force(cached[1], at)
 
 
 def event_window_start(per: str, at: datetime, time_zone: str) -> datetime:
