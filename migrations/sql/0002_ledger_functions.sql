@@ -124,6 +124,11 @@ RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT false $$;
 CREATE FUNCTION ledger_issuance_reserve(p_tenant bigint, p_asset text, p_points bigint)
 RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
 
+-- Called after points are credited to members (earns, awards, compensation), in the same
+-- transaction. Member tiers (revision 0004) replace it to upgrade members who now qualify.
+CREATE FUNCTION ledger_after_credit(p_members bigint[])
+RETURNS void LANGUAGE plpgsql AS $$ BEGIN END $$;
+
 -- Common checks for a merchant's posting: active tenant, visible member, known asset and store.
 -- Returns a refusal, or NULL with the member id and store id written to the out parameters.
 CREATE FUNCTION ledger_check_context(
@@ -345,6 +350,7 @@ BEGIN
         NULL, NULL, NULL, v_ctx.store_id, 'co-earned with a purchase', jsonb_build_object('coEarnOf', v_tx.id), v_at);
     END IF;
   END LOOP;
+  PERFORM ledger_after_credit(ARRAY[v_ctx.member_id]);
   RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_success(v_tx));
 END $$;
 
@@ -826,6 +832,8 @@ BEGIN
       ledger_asset_expiry(b.asset, b.effective_at)
     FROM earn_batch_items b WHERE b.transaction_id IS NOT NULL AND b.alliance_points > 0;
 
+  PERFORM ledger_after_credit(ARRAY(SELECT DISTINCT member_id FROM earn_batch_items
+                                    WHERE transaction_id IS NOT NULL ORDER BY member_id));
   SELECT jsonb_agg(jsonb_build_object(
       'index', b.idx,
       'transaction', CASE WHEN b.transaction_id IS NULL THEN NULL ELSE ledger_transaction_json(t) END,

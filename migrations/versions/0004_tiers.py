@@ -1,11 +1,18 @@
 """Member tiers (alliance-wide): definitions, each member's current tier, and the audit of changes.
 
+The tables and ``member_tier_rank`` are the contract other parts build on (earning rules and
+rewards target ranks); ``migrations/sql/0004_tiers.sql`` holds qualification (rolling points
+from the ledger), the immediate upgrade the earn path calls, the nightly evaluation with its
+grace period, operator assignment and the append-only ``tier_changes`` audit.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-24
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from alembic import op
 
@@ -46,14 +53,69 @@ $$;
 """
 
 
+FUNCTIONS = (
+    "tier_rolling_points(bigint)",
+    "tier_rolling_points_all()",
+    "tier_base()",
+    "tier_for_points(bigint)",
+    "tier_lock_member(bigint)",
+    "tier_lock_row(bigint)",
+    "tier_upgrade_if_qualified(bigint)",
+    "tier_upgrade_members_if_qualified(bigint[])",
+    "tier_evaluate()",
+    "tier_assign(bigint, text)",
+    "tier_progress(bigint)",
+)
+
+
+def _protect(table: str, app_role: str, using: str) -> None:
+    """FORCE row-level security: the owner (security-definer functions) sees everything, the
+    application role reads what its access context allows and writes nothing directly."""
+    op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+    op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    op.execute(
+        f"""DO $$ BEGIN EXECUTE format('CREATE POLICY owner_all ON {table} TO %I USING (true) WITH CHECK (true)',
+        current_user); END $$"""
+    )
+    op.execute(f"CREATE POLICY app_read ON {table} FOR SELECT TO {app_role} USING ({using})")
+
+
 def upgrade() -> None:
     app_role = op.get_context().config.attributes["app_role"]
     execute_script(TIERS)
-    op.execute(f"GRANT SELECT ON tiers TO {app_role}")
-    op.execute(f"GRANT SELECT ON member_tiers TO {app_role}")
+    execute_script((Path(__file__).parents[1] / "sql" / "0004_tiers.sql").read_text())
+    operator = "alliance_role() = 'operator'"
+    visible_member = f"""{operator}
+      OR (alliance_role() = 'member' AND member_id = alliance_member_id())
+      OR (alliance_role() = 'merchant' AND EXISTS (
+            SELECT 1 FROM member_links l WHERE l.member_id = {{table}}.member_id AND l.tenant_id = alliance_tenant_id()))"""
+
+    # Definitions: everyone reads them; the operator defines them (defineTier).
+    op.execute(f"GRANT SELECT, INSERT, UPDATE ON tiers TO {app_role}")
+    _protect("tiers", app_role, "true")
+    op.execute(f"CREATE POLICY app_insert ON tiers FOR INSERT TO {app_role} WITH CHECK ({operator})")
+    op.execute(
+        f"CREATE POLICY app_update ON tiers FOR UPDATE TO {app_role} USING ({operator}) WITH CHECK ({operator})"
+    )
+    # Members' tiers and the audit trail: written only by the tier_* functions (as the owner).
+    op.execute(f"GRANT SELECT ON member_tiers, tier_changes, tier_settings TO {app_role}")
+    _protect("member_tiers", app_role, visible_member.format(table="member_tiers"))
+    _protect("tier_changes", app_role, visible_member.format(table="tier_changes"))
+    _protect("tier_settings", app_role, "true")
+
     op.execute(f"GRANT EXECUTE ON FUNCTION member_tier_rank(bigint) TO {app_role}")
+    for signature in FUNCTIONS:
+        op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+    # The application reaches these through the API (operator or own-member checks inside);
+    # tier_upgrade_if_qualified is called by the ledger's earn path, which runs as the owner.
+    for signature in ("tier_evaluate()", "tier_assign(bigint, text)", "tier_progress(bigint)"):
+        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {app_role}")
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION IF EXISTS " + ", ".join(reversed(FUNCTIONS)))
+    op.execute("DROP INDEX IF EXISTS ledger_transactions_tier_credits")
+    op.execute("DROP TABLE IF EXISTS tier_changes, tier_settings")
+    op.execute("DROP FUNCTION IF EXISTS tier_refuse_change()")
     op.execute("DROP FUNCTION IF EXISTS member_tier_rank(bigint)")
     op.execute("DROP TABLE IF EXISTS member_tiers, tiers")

@@ -290,6 +290,22 @@ def cmd_birthdays(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tiers_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-evaluate every member's tier — the nightly CronJob; idempotent, safe to run twice."""
+    from alliance.tiers.service import evaluate
+
+    async def run(db: Database):  # type: ignore[no-untyped-def]
+        async with db.transaction(OPERATOR) as session:
+            return await evaluate(session)
+
+    result = _with_database(settings, run)
+    print(
+        f"tiers evaluated for {result.evaluated} members: {result.upgraded} up, {result.downgraded} down "
+        f"(grace expired), {result.grace_started} entered and {result.grace_ended} left a grace period"
+    )
+    return 0
+
+
 def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
     from alliance.api.schema import export_sdl
 
@@ -365,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     expire_parser = commands.add_parser("expire", help="expire lots past their expiry into breakage")
     expire_parser.add_argument("--chunk", type=int, default=5000, help="member wallets per transaction")
     expire_parser.set_defaults(handler=cmd_expire)
+
+    tiers = commands.add_parser("tiers", help="member tiers").add_subparsers(
+        dest="tiers_command", required=True
+    )
+    tiers.add_parser(
+        "evaluate", help="nightly: upgrade the qualified, downgrade after the grace period"
+    ).set_defaults(handler=cmd_tiers_evaluate)
 
     commands.add_parser("birthdays", help="grant this month's birthday gift packs").set_defaults(
         handler=cmd_birthdays

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import strawberry
 
-from alliance.api import ledger
+from alliance.api import ledger, tiers
 from alliance.api.context import Info
 from alliance.api.ids import to_global_id
 from alliance.api.mutations import run_in_transaction
@@ -81,6 +81,16 @@ class MemberNode(Node):
         open_only: bool = False,
     ) -> Connection[ledger.LotNode]:
         return await ledger.member_lots(info, self.pk, first, after, asset, open_only)
+
+    @strawberry.field(description="The member's current alliance tier (merchants: linked members).")
+    async def tier(self, info: Info) -> tiers.MemberTier | None:
+        return await tiers.member_tier(info, self.pk)
+
+    @strawberry.field(
+        description="Progress to the next tier (the member and the operator; null for merchants)."
+    )
+    async def tier_progress(self, info: Info) -> tiers.TierProgress | None:
+        return await tiers.member_tier_progress(info, self.pk)
 
 
 @strawberry.input

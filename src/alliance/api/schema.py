@@ -16,6 +16,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from alliance.api.catalog import CatalogMutations, CatalogQueries, RedemptionNode, RewardNode
 from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
 from alliance.api.ledger import (
@@ -38,15 +39,35 @@ from alliance.api.ledger import (
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
 from alliance.api.settlement import SettlementBatchNode, SettlementMutations, SettlementQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
+from alliance.api.tiers import TierChangeNode, TierMutations, TierQueries
 from alliance.api.types import DECIMAL_SCALAR
 from alliance.api.viewer import ViewerQueries
 from alliance.config import Settings
 
 Query = merge_types(
-    "Query", (ViewerQueries, TenantQueries, MemberQueries, ExpiryQueries, EarningQueries, SettlementQueries)
+    "Query",
+    (
+        ViewerQueries,
+        TenantQueries,
+        MemberQueries,
+        ExpiryQueries,
+        EarningQueries,
+        SettlementQueries,
+        CatalogQueries,
+        TierQueries,
+    ),
 )
 Mutation = merge_types(
-    "Mutation", (TenantMutations, MemberMutations, LedgerMutations, EarningMutations, SettlementMutations)
+    "Mutation",
+    (
+        TenantMutations,
+        MemberMutations,
+        LedgerMutations,
+        EarningMutations,
+        SettlementMutations,
+        CatalogMutations,
+        TierMutations,
+    ),
 )
 
 
@@ -67,6 +88,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             TransactionNode,
             LotNode,
             SettlementBatchNode,
+            RewardNode,
+            RedemptionNode,
+            TierChangeNode,
             EarningRuleNode,
             EarnPointsPayload,
             AwardPointsPayload,

@@ -21,7 +21,10 @@ POINTS_ADJUST = "points:adjust"
 LEDGER_READ = "ledger:read"
 SETTLEMENT_READ = "settlement:read"
 SETTLEMENT_WRITE = "settlement:write"
+CATALOG_WRITE = "catalog:write"
 RULES_WRITE = "rules:write"
+TIERS_READ = "tiers:read"
+TIERS_WRITE = "tiers:write"
 
 ALL_SCOPES = frozenset(
     {
@@ -36,13 +39,16 @@ ALL_SCOPES = frozenset(
         LEDGER_READ,
         SETTLEMENT_READ,
         SETTLEMENT_WRITE,
+        CATALOG_WRITE,
         RULES_WRITE,
+        TIERS_READ,
+        TIERS_WRITE,
     }
 )
 DEFAULT_SCOPES: dict[str, frozenset[str]] = {
     "operator": ALL_SCOPES,
-    "merchant": ALL_SCOPES - {TENANTS_WRITE, POINTS_ADJUST, SETTLEMENT_WRITE},
-    "member": frozenset({TENANTS_READ, MEMBERS_READ, POINTS_REDEEM, LEDGER_READ}),
+    "merchant": ALL_SCOPES - {TENANTS_WRITE, POINTS_ADJUST, SETTLEMENT_WRITE, TIERS_WRITE},
+    "member": frozenset({TENANTS_READ, MEMBERS_READ, POINTS_REDEEM, LEDGER_READ, TIERS_READ}),
 }
 
 

@@ -1,0 +1,1 @@
+"""Reward catalogs: merchants' rewards, redemptions with fulfilment, and points as payment."""
