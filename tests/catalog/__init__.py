@@ -11,7 +11,7 @@ from alliance.api.ids import from_global_id
 from alliance.db.database import OPERATOR, run_sql
 from alliance.ledger.service import verify_ledger
 from tests.conftest import Api, random_phone, unique
-from tests.ledger.test_worked_example import EARN, enroll
+from tests.ledger.test_worked_example import enroll
 
 REWARD_FIELDS = """id name kind description asset points salePoints saleStartsAt saleEndsAt currentPoints onSale
   stock availableFrom availableUntil minTier perMemberLimit status tenantCode tenantName"""
