@@ -38,6 +38,12 @@ BEGIN
   RETURN r.response || jsonb_build_object('replayed', true);
 END $$;
 
+-- The remembered answer for a client's key, if any (SECURITY DEFINER: the records are private).
+CREATE FUNCTION ledger_lookup_replay(p_scope text, p_key text, p_operation text, p_hash text)
+RETURNS jsonb LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+  SELECT ledger_replay(p_scope, p_key, p_operation, p_hash)
+$$;
+
 CREATE FUNCTION ledger_remember(p_scope text, p_key text, p_operation text, p_hash text, p_response jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN

@@ -17,7 +17,7 @@ from alliance.auth.clients import create_client
 from alliance.auth.models import ApiClient
 from alliance.db import AccessContext, Database
 from alliance.db.database import OPERATOR
-from alliance.earning.service import define_rule, list_rules
+from alliance.earning.service import define_rule, forget_cached_rules, list_rules
 from alliance.members.service import enroll_member
 from alliance.tenants.models import TenantCategory
 from alliance.tenants.service import create_store, store_by_code, tenant_by_code
@@ -94,6 +94,7 @@ async def seed_demo(db: Database) -> list[DemoCredential]:
                 )
         async with db.transaction(merchant) as session:
             await _ensure_rules(session, tenant.id, DEMO_RULES.get(code, []))
+    forget_cached_rules()
     return credentials
 
 

@@ -146,6 +146,7 @@ class EarningMutations:
         result = await run_in_transaction(info.context, define)
         if isinstance(result, list):
             return EarningRulePayload(user_errors=result)
+        service.forget_cached_rules()  # committed: this process sees it now, other replicas within seconds
         return EarningRulePayload(rule=EarningRuleNode.from_model(result))
 
     @strawberry.mutation(description="End the version of a rule in force (from `at`, default now).")
@@ -158,6 +159,7 @@ class EarningMutations:
         result = await run_in_transaction(info.context, retire)
         if isinstance(result, list):
             return EarningRulePayload(user_errors=result)
+        service.forget_cached_rules()
         return EarningRulePayload(rule=EarningRuleNode.from_model(result))
 
     @strawberry.mutation(description="The bonus of a merchant's event rule (survey, class, referral...).")

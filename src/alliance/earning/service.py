@@ -86,6 +86,15 @@ def _schedule(raw: dict[str, Any]) -> dict[str, Any]:
 
 def validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """The normalised config of a rule, or INVALID_RULE naming what is wrong."""
+    try:
+        return _validate_config(kind, config)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise _invalid(f"malformed {kind} config") from exc
+
+
+def _validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise _invalid("config must be an object")
     if kind not in KINDS:
         raise DomainError("INVALID_RULE", f"kind must be one of {', '.join(KINDS)}", "kind")
     one, ten = Decimal(1), Decimal(10)
@@ -187,6 +196,11 @@ async def define_rule(
     if tenant_id is None and kind != "multiplier":
         raise DomainError("INVALID_RULE", "alliance campaigns are multipliers", "kind")
     normal = validate_config(kind, config)
+    asset = normal.get("asset")
+    if asset is not None:
+        known = await run_sql(session, text("SELECT 1 FROM assets WHERE code = :a"), {"a": asset})
+        if known.first() is None:
+            raise DomainError("UNKNOWN_ASSET", f"no asset {asset!r}", "config")
     start = effective_from or datetime.now(UTC)
     if start.tzinfo is None or (effective_until is not None and effective_until.tzinfo is None):
         raise DomainError("INVALID_EFFECTIVE_FROM", "instants need a time zone offset", "effectiveFrom")
@@ -234,29 +248,35 @@ async def define_rule(
     session.add(rule)
     await session.flush()
     await session.refresh(rule)
-    _cache.clear()
     return rule
 
 
 async def retire_rule(
     session: AsyncSession, tenant_id: int | None, code: str, at: datetime | None
 ) -> EarningRule:
+    """End the version of ``code`` in force at ``at`` (default now). Versions scheduled to start
+    later stay scheduled: retire them when they are in force, or define the code again."""
     end = at or datetime.now(UTC)
-    rows = [
-        r
-        for r in await _tenant_rules(session, tenant_id, include_campaigns=False)
-        if r.code == code and (r.effective_until is None or r.effective_until > end)
-    ]
-    if not rows:
-        raise DomainError("RULE_NOT_FOUND", "no version of this rule is in force or scheduled", "code")
-    current = max(rows, key=lambda r: r.effective_from)
-    if current.effective_from >= end:
-        raise DomainError("RULE_NOT_STARTED", "this version has not started; define it again instead", "code")
+    rows = [r for r in await _tenant_rules(session, tenant_id, include_campaigns=False) if r.code == code]
+    current = next(
+        (
+            r
+            for r in rows
+            if r.effective_from <= end and (r.effective_until is None or end < r.effective_until)
+        ),
+        None,
+    )
+    if current is None:
+        raise DomainError("RULE_NOT_FOUND", "no version of this rule is in force then", "code")
     current.effective_until = end
     session.add(current)
     await session.flush()
-    _cache.clear()
     return current
+
+
+def forget_cached_rules() -> None:
+    """Drop this process's cached rules; call after a rule change has committed."""
+    _cache.clear()
 
 
 async def _tenant_rules(

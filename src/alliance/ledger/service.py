@@ -289,11 +289,13 @@ async def earn_points_batch(
         now = datetime.now(UTC)
         numbers = sorted({c["member_number"] for c in checked})
         facts = await earning_rules.member_facts(db, poster.tenant_id, numbers, "POINTS", now)
-        rules = await earning_rules.cached_rules(db, poster.tenant_id, now)
         for entry in checked:
-            plan = _plan(items[entry["idx"]], rules, facts.get(entry["member_number"]), time_zone)
+            item = items[entry["idx"]]
+            rules = await earning_rules.cached_rules(db, poster.tenant_id, item.effective_at or now)
+            plan = _plan(item, rules, facts.get(entry["member_number"]), time_zone)
             entry["points"], entry["alliance_points"] = plan.merchant_points, plan.alliance_points
-            entry["breakdown"] = [line.as_dict() for line in plan.breakdown]
+            # A batch posts the purchase's own asset only; co-earned assets need a single earn.
+            entry["breakdown"] = [line.as_dict() for line in plan.breakdown if line.asset == item.asset]
             entry["details"] = {
                 k: v for k, v in (("category", entry["category"]), ("tags", entry["tags"])) if v
             }
@@ -789,11 +791,18 @@ async def award_event_bonus(
     now = at or datetime.now(UTC)
     rules = await earning_rules.cached_rules(db, poster.tenant_id, now)
     rule = next((r for r in rules if r.kind == "event_bonus" and r.config["event"] == event), None)
+    request = {"member": member_number, "event": event, "note": check_text(note, "note", limits.MAX_REASON)}
     if rule is None:
+        # A retry of a bonus granted before the rule was retired still gets its original answer.
+        identity = idempotency_params(poster, "award", idempotency_key, request)
+        remembered = await db.call(
+            text("SELECT ledger_lookup_replay(:p_scope, :p_key, 'award', :p_hash)"), identity
+        )
+        if remembered is not None:
+            return remembered
         raise DomainError("NO_SUCH_BONUS", f"this merchant has no {event} bonus in force", "event")
     limit = rule.config["limit"]
     since = earning_rules.event_window_start(limit["per"], now, time_zone)
-    request = {"member": member_number, "event": event, "note": check_text(note, "note", limits.MAX_REASON)}
     reason = f"{event}: {request['note']}" if request["note"] else event
     return await post_idempotent(
         db,
