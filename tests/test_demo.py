@@ -3,6 +3,7 @@
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from alliance.api.ids import from_global_id
 from alliance.demo import DEMO_MEMBERS, seed_demo
 from alliance.earning.engine import schedule_matches
 from tests.conftest import Api, client_token, unique
@@ -13,7 +14,7 @@ ENROLL = "mutation($i: EnrollMemberInput!) { enrollMember(input: $i) { member { 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-async def test_demo_seeds_twice_and_its_market_day_rule_works(db, http):
+async def test_demo_seeds_twice_and_its_market_day_rule_works(db, http, app):
     first = await seed_demo(db)
     again = await seed_demo(db)
     assert [(c.role, c.tenant, c.client_id) for c in first] == [
@@ -47,3 +48,15 @@ async def test_demo_seeds_twice_and_its_market_day_rule_works(db, http):
         {"rule": "base", "points": 100},
         {"rule": "market-day-double", "points": 100},
     ]
+
+    # A member sees the whole alliance's catalog: the hotel's upgrades and the 4S shop's service.
+    member_id = (await api("query($n: String!) { member(memberNumber: $n) { id } }", n=number))["member"][
+        "id"
+    ]
+    assert member_id
+    token = app.state.token_issuer.for_member(from_global_id(member_id)[1], number).access_token
+    catalog = await Api(http, token)(
+        "{ rewards(first: 100, filter: {tenantCode: null}) { edges { node { name } } } }"
+    )
+    names = {edge["node"]["name"] for edge in catalog["rewards"]["edges"]}
+    assert {"Room upgrade", "Basic maintenance (worth 500 CNY)", "5 L peanut oil"} <= names

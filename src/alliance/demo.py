@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlmodel import select
@@ -15,6 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.auth.clients import create_client
 from alliance.auth.models import ApiClient
+from alliance.catalog.models import Reward, RewardKind
+from alliance.catalog.service import RewardSpec, create_reward, set_points_payment
 from alliance.db import AccessContext, Database
 from alliance.db.database import OPERATOR
 from alliance.earning.service import define_rule, forget_cached_rules, list_rules
@@ -94,6 +97,11 @@ async def seed_demo(db: Database) -> list[DemoCredential]:
                 )
         async with db.transaction(merchant) as session:
             await _ensure_rules(session, tenant.id, DEMO_RULES.get(code, []))
+            await _ensure_rewards(session, tenant.id, DEMO_REWARDS.get(code, []))
+            if code == "sunrise-mart":  # "points offset days": 100 points pay 1 CNY, up to half a bill
+                await set_points_payment(
+                    session, tenant.id, points_per_unit=100, max_share=Decimal("0.5"), enabled=True
+                )
     forget_cached_rules()
     return credentials
 
@@ -132,6 +140,45 @@ DEMO_RULES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ),
     ],
 }
+
+
+# The hotel's upgrades and the 4S shop's maintenance, as their partners' programs describe them.
+DEMO_REWARDS: dict[str, list[RewardSpec]] = {
+    "lakeview-hotel": [
+        RewardSpec(RewardKind.UPGRADE, "Room upgrade", 3000, "One category up, subject to availability"),
+        RewardSpec(RewardKind.UPGRADE, "Late checkout until 16:00", 800),
+        RewardSpec(RewardKind.SERVICE, "Airport pickup", 4000, stock=20),
+        RewardSpec(RewardKind.GOODS, "Afternoon tea for two", 1200, min_tier="SILVER"),
+    ],
+    "east-4s": [
+        RewardSpec(RewardKind.SERVICE, "Basic maintenance (worth 500 CNY)", 5000),
+        RewardSpec(
+            RewardKind.SERVICE,
+            "Air-conditioning clean",
+            6000,
+            "Anniversary month: 5,000 points",
+            sale_points=5000,
+            sale_starts_at=datetime(2026, 11, 1, tzinfo=UTC),
+            sale_ends_at=datetime(2026, 12, 1, tzinfo=UTC),
+        ),
+        RewardSpec(RewardKind.GOODS, "A tyre", 10000, stock=40),
+        RewardSpec(RewardKind.COUPON, "1,000 CNY insurance voucher", 20000, per_member_limit=1),
+    ],
+    "sunrise-mart": [
+        RewardSpec(RewardKind.GOODS, "5 L peanut oil", 1500, stock=200),
+        RewardSpec(RewardKind.GOODS, "Mid-Autumn gift box", 2500, stock=100),
+        RewardSpec(RewardKind.GOODS, "Reusable shopping bag", 300, asset="GREEN"),
+    ],
+}
+
+
+async def _ensure_rewards(session: AsyncSession, tenant_id: int, rewards: list[RewardSpec]) -> None:
+    existing = {
+        row.name for row in (await session.exec(select(Reward).where(Reward.tenant_id == tenant_id))).all()
+    }
+    for spec in rewards:
+        if spec.name not in existing:
+            await create_reward(session, tenant_id, spec)
 
 
 async def _ensure_rules(
