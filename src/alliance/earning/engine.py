@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ROUNDING = {"floor": ROUND_FLOOR, "round": ROUND_HALF_EVEN, "ceil": ROUND_CEILING}
+ROUNDING = {"floor": ROUND_FLOOR, "round": ROUND_HALF_UP, "ceil": ROUND_CEILING}  # "round": 12.5 → 13
 STACKING = ("highest", "multiply")
 MAX_MULTIPLIER = Decimal(10)
 

@@ -137,6 +137,8 @@ def _validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
         if config.get("schedule"):
             normal["schedule"] = _schedule(config["schedule"])
         if config.get("stores"):
+            if not isinstance(config["stores"], list):
+                raise _invalid("stores is a list of store codes")
             normal["stores"] = sorted({str(code) for code in config["stores"]})[:100]
         if config.get("minTierRank"):
             normal["minTierRank"] = int(config["minTierRank"])
@@ -147,7 +149,8 @@ def _validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     points = int(config.get("points", 0))
     if not 1 <= points <= 1_000_000:
         raise _invalid("points must be 1-1000000")
-    limit = config.get("limit") or {"count": 1, "per": "lifetime"}
+    # A birthday gift pack comes once a year; any other bonus once, unless the rule says otherwise.
+    limit = config.get("limit") or {"count": 1, "per": "year" if event == "BIRTHDAY" else "lifetime"}
     if limit.get("per") not in LIMIT_PERIODS or not 1 <= int(limit.get("count", 0)) <= 366:
         raise _invalid("limit is {count: 1-366, per: day|month|year|lifetime}")
     return {
@@ -214,9 +217,10 @@ async def define_rule(
         {"k": f"earning_rules:{tenant_id}"},
     )
     rows = await _tenant_rules(session, tenant_id, include_campaigns=False)
-    if len(rows) >= MAX_RULES_PER_TENANT:
+    now = datetime.now(UTC)
+    if sum(1 for r in rows if r.effective_until is None or r.effective_until > now) >= MAX_RULES_PER_TENANT:
         raise DomainError(
-            "TOO_MANY_RULES", f"at most {MAX_RULES_PER_TENANT} rule versions per merchant", "code"
+            "TOO_MANY_RULES", f"at most {MAX_RULES_PER_TENANT} current or scheduled rules", "code"
         )
     end = effective_until or datetime.max.replace(tzinfo=UTC)
     key = _conflict_key(kind, normal)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from alliance.db import Database
+from alliance.db import AccessContext, Database
 from alliance.db.database import run_sql
 from alliance.earning import service as earning_rules
 from alliance.earning.engine import BreakdownLine, EarnPlan, MemberFacts, Purchase, Rule, plan_earn
@@ -197,9 +197,19 @@ async def preview_earn(db: Database, poster: Poster, item: EarnItem, time_zone: 
     assert poster.tenant_id is not None, "earning is a merchant operation"
     _check_earn_item(item)
     at = item.effective_at or datetime.now(UTC)
+    async with db.transaction(AccessContext("merchant", tenant_id=poster.tenant_id)) as session:
+        # The refusals earnPoints would give (unknown member, asset or store), read-only.
+        refusal = (
+            await run_sql(
+                session,
+                text("SELECT refusal FROM ledger_check_context(:t, :n, :a, :s)"),
+                {"t": poster.tenant_id, "n": item.member_number, "a": item.asset, "s": item.store_code},
+            )
+        ).scalar_one()
+    if refusal is not None:
+        error = refusal["userErrors"][0]
+        raise DomainError(error["code"], error["message"], error["field"])
     facts = await earning_rules.member_facts(db, poster.tenant_id, [item.member_number], item.asset, at)
-    if item.member_number not in facts:
-        raise DomainError("MEMBER_NOT_FOUND", "no such member is enrolled at this merchant", "memberNumber")
     plan = _plan(
         item, await earning_rules.cached_rules(db, poster.tenant_id, at), facts[item.member_number], time_zone
     )
