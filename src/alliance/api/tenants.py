@@ -11,7 +11,7 @@ from alliance.api.ids import from_cursor, to_global_id
 from alliance.api.mutations import run_in_transaction
 from alliance.api.types import Connection, Node, UserError, build_connection, page_size
 from alliance.auth.principal import STORES_WRITE, TENANTS_READ, TENANTS_WRITE
-from alliance.tenants import service
+from alliance.tenants import green, service
 from alliance.tenants.models import Store, Tenant
 from alliance.tenants.models import TenantCategory as TenantCategoryModel
 from alliance.tenants.models import TenantStatus as TenantStatusModel
@@ -39,6 +39,13 @@ class StoreNode(Node):
         )
 
 
+@strawberry.type
+class GreenAward:
+    points: int
+    reason: str
+    created_at: datetime | None
+
+
 @strawberry.type(name="Tenant")
 class TenantNode(Node):
     code: str
@@ -61,6 +68,20 @@ class TenantNode(Node):
             pk=tenant.id,
         )
 
+    @strawberry.field(
+        description="GREEN points the operator awarded this tenant for environmental cooperation."
+    )
+    async def green_points(self, info: Info) -> int:
+        async with info.context.transaction() as session:
+            return await green.tenant_green_total(session, self.pk)
+
+    @strawberry.field(description="The latest green-cooperation awards, newest first.")
+    async def green_awards(self, info: Info, last: int = 20) -> list[GreenAward]:
+        size = page_size(last, info.context.settings.max_page_size)
+        async with info.context.transaction() as session:
+            rows = await green.list_tenant_green_awards(session, self.pk, size)
+        return [GreenAward(points=row.points, reason=row.reason, created_at=row.created_at) for row in rows]
+
     @strawberry.field(description="The tenant's stores, in creation order.")
     async def stores(
         self, info: Info, first: int | None = None, after: str | None = None
@@ -81,6 +102,21 @@ class CreateTenantInput:
 
 @strawberry.type
 class CreateTenantPayload:
+    tenant: TenantNode | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class AwardTenantGreenPointsInput:
+    tenant_code: str
+    points: int
+    reason: str = strawberry.field(description="E.g. 'packaging take-back programme, Q3'.")
+    idempotency_key: str
+
+
+@strawberry.type
+class AwardTenantGreenPointsPayload:
+    award: GreenAward | None = None
     tenant: TenantNode | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
@@ -144,6 +180,32 @@ class TenantMutations:
         if isinstance(result, list):
             return CreateTenantPayload(user_errors=result)
         return CreateTenantPayload(tenant=TenantNode.from_model(result))
+
+    @strawberry.mutation(description="GREEN points for a partner's B2B environmental cooperation (operator).")
+    async def award_tenant_green_points(
+        self, info: Info, input: AwardTenantGreenPointsInput
+    ) -> AwardTenantGreenPointsPayload:
+        principal = info.context.require(TENANTS_WRITE, "operator")
+
+        async def award(session):  # type: ignore[no-untyped-def]
+            row = await green.award_tenant_green_points(
+                session,
+                principal.idempotency_scope,
+                input.idempotency_key,
+                input.tenant_code,
+                input.points,
+                input.reason,
+            )
+            return row, await service.tenant_by_id(session, row.tenant_id)
+
+        result = await run_in_transaction(info.context, award)
+        if isinstance(result, list):
+            return AwardTenantGreenPointsPayload(user_errors=result)
+        row, tenant = result
+        return AwardTenantGreenPointsPayload(
+            award=GreenAward(points=row.points, reason=row.reason, created_at=row.created_at),
+            tenant=TenantNode.from_model(tenant) if tenant else None,
+        )
 
     @strawberry.mutation(description="Add a store to a tenant (operator, or a merchant for its own tenant).")
     async def create_store(self, info: Info, input: CreateStoreInput) -> CreateStorePayload:
