@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from alliance.db.database import OPERATOR, run_sql
-from tests.conftest import unique
+from tests.conftest import random_phone, unique
+from tests.ledger.test_worked_example import EARN, enroll
 
 CREATE_TENANT = """
 mutation($i: CreateTenantInput!) {
@@ -301,3 +302,17 @@ async def test_merchant_cannot_refetch_another_tenants_nodes(make_merchant) -> N
 async def test_malformed_node_id(operator) -> None:
     errors = await operator.errors(NODE, id="%%%")
     assert errors[0]["extensions"]["code"] == "INVALID_ID"
+
+
+async def test_node_refetches_ledger_objects_within_the_callers_visibility(make_merchant, operator):
+    merchant, other = await make_merchant(), await make_merchant()
+    number = await enroll(merchant, random_phone())
+    earned = await merchant.api(
+        EARN,
+        i={"memberNumber": number, "amount": "42", "orderRef": unique("o"), "idempotencyKey": unique("k")},
+    )
+    tx_id = earned["earnPoints"]["transaction"]["id"]
+    query = "query($id: ID!) { node(id: $id) { id ... on LedgerTransaction { kind points } } }"
+    assert (await merchant.api(query, id=tx_id))["node"] == {"id": tx_id, "kind": "EARN", "points": 42}
+    assert (await operator(query, id=tx_id))["node"]["points"] == 42
+    assert (await other.api(query, id=tx_id))["node"] is None, "another merchant's transaction is not found"

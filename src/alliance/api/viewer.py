@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import Enum
+from typing import Any
 
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from alliance.api.catalog import RewardNode
 from alliance.api.context import Info
+from alliance.api.earning import EarningRuleNode
 from alliance.api.ids import from_global_id
+from alliance.api.ledger import LotNode, TransactionNode
 from alliance.api.members import MemberNode
-from alliance.api.tenants import TenantNode
+from alliance.api.settlement import SettlementBatchNode
+from alliance.api.tenants import StoreNode, TenantNode
 from alliance.api.types import Node
+from alliance.catalog import service as catalog_service
+from alliance.earning.models import EarningRule
+from alliance.ledger.models import LedgerTransaction, Lot
 from alliance.members.models import Member
+from alliance.settlement.models import SettlementBatch
 from alliance.tenants.models import Store, Tenant
 
 
@@ -56,15 +67,32 @@ class ViewerQueries:
 
     @strawberry.field(description="Any object by its global ID, if the caller may see it.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
-        from alliance.api.tenants import StoreNode
-
         type_name, pk = from_global_id(str(id))
-        model = {"Tenant": Tenant, "Store": Store, "Member": Member}.get(type_name)
-        if model is None:
+        loader = NODE_LOADERS.get(type_name)
+        if loader is None:
             return None
         async with info.context.transaction() as session:
-            row = await session.get(model, pk)
-        if row is None:
-            return None
-        shape = {"Tenant": TenantNode, "Store": StoreNode, "Member": MemberNode}[type_name]
-        return shape.from_model(row)
+            return await loader(session, pk)
+
+
+async def _by_model(session: AsyncSession, model: Any, pk: int, shape: Any) -> Node | None:
+    row = await session.get(model, pk)  # row-level security: invisible rows are simply not found
+    return None if row is None else shape.from_model(row)
+
+
+async def _reward(session: AsyncSession, pk: int) -> Node | None:
+    row = await catalog_service.reward_by_id(session, pk)
+    return None if row is None else RewardNode.from_row(row)
+
+
+NodeLoader = Callable[[AsyncSession, int], Awaitable[Node | None]]
+NODE_LOADERS: dict[str, NodeLoader] = {
+    "Tenant": lambda session, pk: _by_model(session, Tenant, pk, TenantNode),
+    "Store": lambda session, pk: _by_model(session, Store, pk, StoreNode),
+    "Member": lambda session, pk: _by_model(session, Member, pk, MemberNode),
+    "LedgerTransaction": lambda session, pk: _by_model(session, LedgerTransaction, pk, TransactionNode),
+    "Lot": lambda session, pk: _by_model(session, Lot, pk, LotNode),
+    "SettlementBatch": lambda session, pk: _by_model(session, SettlementBatch, pk, SettlementBatchNode),
+    "EarningRule": lambda session, pk: _by_model(session, EarningRule, pk, EarningRuleNode),
+    "Reward": _reward,
+}
