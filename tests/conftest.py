@@ -35,7 +35,7 @@ def _server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     external = os.environ.get("ALLIANCE_TEST_DATABASE_URL")
     if external:
         return to_async_url(external).render_as_string(hide_password=False)
-    return start_embedded_postgres(tmp_path_factory.mktemp("embedded"))
+    return start_embedded_postgres(tmp_path_factory.mktemp("embedded"), keep_running=False)
 
 
 async def _admin(url: str, statements: list[str]) -> None:
