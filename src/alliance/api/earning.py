@@ -11,13 +11,12 @@ from strawberry.scalars import JSON
 
 from alliance.api.context import Info
 from alliance.api.ids import to_global_id
-from alliance.api.ledger import AwardPointsPayload, poster, refusal, shape
+from alliance.api.ledger import AwardPointsPayload, posted, poster
 from alliance.api.mutations import run_in_transaction
 from alliance.api.types import Node, UserError
 from alliance.auth.principal import POINTS_EARN, RULES_WRITE, TENANTS_READ
 from alliance.earning import service
 from alliance.earning.models import EarningRule
-from alliance.errors import DomainError
 from alliance.ledger import service as ledger
 
 
@@ -165,8 +164,9 @@ class EarningMutations:
     @strawberry.mutation(description="The bonus of a merchant's event rule (survey, class, referral...).")
     async def award_event_bonus(self, info: Info, input: AwardEventBonusInput) -> AwardPointsPayload:
         principal = info.context.require(POINTS_EARN, "merchant")
-        try:
-            data = await ledger.award_event_bonus(
+        return await posted(
+            AwardPointsPayload,
+            lambda: ledger.award_event_bonus(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
@@ -174,7 +174,5 @@ class EarningMutations:
                 event=input.event.value,
                 note=input.note,
                 time_zone=info.context.settings.time_zone,
-            )
-        except DomainError as error:
-            return refusal(AwardPointsPayload, error)
-        return shape(AwardPointsPayload, data)
+            ),
+        )

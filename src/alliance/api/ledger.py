@@ -6,6 +6,7 @@ idempotency key, so a retry gets the original answer byte for byte.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -280,6 +281,14 @@ def refusal(payload_type: type[P], error: DomainError) -> P:
     return payload_type(user_errors=[user_error(error)])
 
 
+async def posted(payload_type: type[P], post: Callable[[], Awaitable[service.Payload]]) -> P:
+    """Run a posting and shape its remembered answer; a refusal before posting becomes userErrors."""
+    try:
+        return shape(payload_type, await post())
+    except DomainError as error:
+        return refusal(payload_type, error)
+
+
 def poster(principal: Principal) -> service.Poster:
     return service.Poster(scope=principal.idempotency_scope, tenant_id=principal.tenant_id)
 
@@ -517,17 +526,16 @@ class LedgerMutations:
     @strawberry.mutation(description="Points for a purchase at the calling merchant.")
     async def earn_points(self, info: Info, input: EarnPointsInput) -> EarnPointsPayload:
         principal = info.context.require(POINTS_EARN, "merchant")
-        try:
-            data = await service.earn_points(
+        return await posted(
+            EarnPointsPayload,
+            lambda: service.earn_points(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
                 item=earn_item(input),
                 time_zone=info.context.settings.time_zone,
-            )
-        except DomainError as error:
-            return refusal(EarnPointsPayload, error)
-        return shape(EarnPointsPayload, data)
+            ),
+        )
 
     @strawberry.mutation(
         description="Up to 1000 purchases at once (POS back-office import); bad items fail alone."
@@ -562,8 +570,9 @@ class LedgerMutations:
     @strawberry.mutation(description="Bonus points: survey, feedback, a class attended, a birthday.")
     async def award_points(self, info: Info, input: AwardPointsInput) -> AwardPointsPayload:
         principal = info.context.require(POINTS_EARN, "merchant")
-        try:
-            data = await service.award_points(
+        return await posted(
+            AwardPointsPayload,
+            lambda: service.award_points(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
@@ -571,16 +580,15 @@ class LedgerMutations:
                 points=input.points,
                 reason=input.reason,
                 asset=input.asset,
-            )
-        except DomainError as error:
-            return refusal(AwardPointsPayload, error)
-        return shape(AwardPointsPayload, data)
+            ),
+        )
 
     @strawberry.mutation(description="Spend points at the calling merchant, from lots of any issuer.")
     async def redeem_points(self, info: Info, input: RedeemPointsInput) -> RedeemPointsPayload:
         principal = info.context.require(POINTS_REDEEM, "merchant")
-        try:
-            data = await service.redeem_points(
+        return await posted(
+            RedeemPointsPayload,
+            lambda: service.redeem_points(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
@@ -589,16 +597,15 @@ class LedgerMutations:
                 order_ref=input.order_ref,
                 store_code=input.store_code,
                 asset=input.asset,
-            )
-        except DomainError as error:
-            return refusal(RedeemPointsPayload, error)
-        return shape(RedeemPointsPayload, data)
+            ),
+        )
 
     @strawberry.mutation(description="Reserve points for a pending redemption (e.g. a hotel booking).")
     async def hold_points(self, info: Info, input: HoldPointsInput) -> HoldPointsPayload:
         principal = info.context.require(POINTS_REDEEM, "merchant")
-        try:
-            data = await service.hold_points(
+        return await posted(
+            HoldPointsPayload,
+            lambda: service.hold_points(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
@@ -608,50 +615,47 @@ class LedgerMutations:
                 store_code=input.store_code,
                 asset=input.asset,
                 timeout_seconds=input.timeout_seconds,
-            )
-        except DomainError as error:
-            return refusal(HoldPointsPayload, error)
-        return shape(HoldPointsPayload, data)
+            ),
+        )
 
     @strawberry.mutation(description="Turn a hold into a redemption, fully or partly.")
     async def capture_hold(self, info: Info, input: CaptureHoldInput) -> CaptureHoldPayload:
         principal = info.context.require(POINTS_REDEEM, "merchant", "operator")
-        try:
-            data = await service.close_hold(
+        return await posted(
+            CaptureHoldPayload,
+            lambda: service.close_hold(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
                 hold_id=pk_of(input.hold_id, "Hold", "holdId"),
                 points=input.points,
                 release=False,
-            )
-        except DomainError as error:
-            return refusal(CaptureHoldPayload, error)
-        return shape(CaptureHoldPayload, data)
+            ),
+        )
 
     @strawberry.mutation(description="Give held points back to the member.")
     async def release_hold(self, info: Info, input: ReleaseHoldInput) -> ReleaseHoldPayload:
         principal = info.context.require(POINTS_REDEEM, "merchant", "operator")
-        try:
-            data = await service.close_hold(
+        return await posted(
+            ReleaseHoldPayload,
+            lambda: service.close_hold(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
                 hold_id=pk_of(input.hold_id, "Hold", "holdId"),
                 points=None,
                 release=True,
-            )
-        except DomainError as error:
-            return refusal(ReleaseHoldPayload, error)
-        return shape(ReleaseHoldPayload, data)
+            ),
+        )
 
     @strawberry.mutation(description="Undo all or part of an earn or a redemption (refund, return).")
     async def reverse_transaction(
         self, info: Info, input: ReverseTransactionInput
     ) -> ReverseTransactionPayload:
         principal = info.context.require(POINTS_EARN, "merchant", "operator")
-        try:
-            data = await service.reverse_transaction(
+        return await posted(
+            ReverseTransactionPayload,
+            lambda: service.reverse_transaction(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
@@ -659,10 +663,8 @@ class LedgerMutations:
                 reason=input.reason,
                 points=input.points,
                 force=input.force,
-            )
-        except DomainError as error:
-            return refusal(ReverseTransactionPayload, error)
-        return shape(ReverseTransactionPayload, data)
+            ),
+        )
 
     @strawberry.mutation(
         description="Compensate a member who could not use points: a merchant pays from its own issuance, "
@@ -670,8 +672,9 @@ class LedgerMutations:
     )
     async def compensate_points(self, info: Info, input: CompensatePointsInput) -> CompensatePointsPayload:
         principal = info.context.require(POINTS_EARN, "merchant", "operator")
-        try:
-            data = await service.compensate_points(
+        return await posted(
+            CompensatePointsPayload,
+            lambda: service.compensate_points(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
@@ -680,10 +683,8 @@ class LedgerMutations:
                 reason=input.reason.value,
                 note=input.note,
                 asset=input.asset,
-            )
-        except DomainError as error:
-            return refusal(CompensatePointsPayload, error)
-        return shape(CompensatePointsPayload, data)
+            ),
+        )
 
     @strawberry.mutation(
         description="Extend the validity of lots a member could not use (reason-coded, audited)."
@@ -724,8 +725,9 @@ class LedgerMutations:
     @strawberry.mutation(description="Operator correction, reason-coded and audited in the ledger.")
     async def adjust_points(self, info: Info, input: AdjustPointsInput) -> AdjustPointsPayload:
         principal = info.context.require(POINTS_ADJUST, "operator")
-        try:
-            data = await service.adjust_points(
+        return await posted(
+            AdjustPointsPayload,
+            lambda: service.adjust_points(
                 info.context.services.db,
                 poster(principal),
                 idempotency_key=input.idempotency_key,
@@ -733,10 +735,8 @@ class LedgerMutations:
                 points=input.points,
                 asset=input.asset,
                 reason=input.reason,
-            )
-        except DomainError as error:
-            return refusal(AdjustPointsPayload, error)
-        return shape(AdjustPointsPayload, data)
+            ),
+        )
 
 
 # -- member fields ---------------------------------------------------------------------------------
