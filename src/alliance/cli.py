@@ -16,6 +16,7 @@ from alliance.config import Settings, get_settings
 from alliance.db import Database
 from alliance.db.database import OPERATOR
 from alliance.db.migrate import resolve_owner_url, upgrade
+from alliance.observability import configure_logging
 
 T = TypeVar("T")
 
@@ -50,11 +51,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         _with_database(settings, prepare)
         _print_demo(settings)
+    settings = settings.model_copy(update={"access_log": args.access_log})
     if args.workers == 1:
-        uvicorn.run(
-            create_app(owner_url, settings), host=args.host, port=args.port, access_log=args.access_log
-        )
+        app = create_app(owner_url, settings)
+        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
         return 0
+    # Worker processes build the app from the environment; point them at the same database.
+    os.environ["DATABASE_URL"] = owner_url
+    os.environ["ALLIANCE_ACCESS_LOG"] = "true" if args.access_log else "false"
+    uvicorn.run(
+        "alliance.api.app:create_app_from_environment",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_config=None,
+    )
+    return 0
     # Worker processes build the app from the environment; point them at the same database.
     os.environ["DATABASE_URL"] = owner_url
     uvicorn.run(
@@ -63,7 +77,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         host=args.host,
         port=args.port,
-        access_log=args.access_log,
+        access_log=False,
+        log_config=None,
     )
     return 0
 
@@ -328,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (one per core is a good start)"
     )
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one JSON line per request (off for benchmarks)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(
@@ -403,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     args = build_parser().parse_args(argv)
     return int(args.handler(args, get_settings()) or 0)
 

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     graphiql: bool = True
 
+    # /metrics needs `Authorization: Bearer <metrics_token>`; unset, the endpoint is off.
+    metrics_token: str | None = None
+    access_log: bool = True  # one JSON line per request
+
     pool_size: int = 20
     time_zone: str = "Asia/Shanghai"
 

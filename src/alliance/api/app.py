@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlmodel import select
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
@@ -30,6 +36,9 @@ from alliance.db.migrate import is_current
 from alliance.members.models import Member
 
 KEY_RELOAD_ON_UNKNOWN_KID_SECONDS = 5.0
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
+access_log = structlog.get_logger("alliance.access")
+DB_POOL_IN_USE = Gauge("alliance_db_pool_connections_in_use", "Connections checked out of the pool")
 
 
 class AllianceGraphQL(GraphQL[Context, None]):
@@ -53,6 +62,48 @@ def _unauthorized(description: str) -> JSONResponse:
         status_code=401,
         headers={"WWW-Authenticate": header},
     )
+
+
+class RequestContext:
+    """A request id for every request (the caller's `X-Request-ID` or a new one), bound to every
+    log line, echoed in the response, and one access-log line per request."""
+
+    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        supplied = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = supplied if REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+            structlog.contextvars.clear_contextvars()
 
 
 class BearerAuthenticated:
@@ -90,6 +141,9 @@ class BearerAuthenticated:
             await _unauthorized("the access token is invalid or expired")(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
+        structlog.contextvars.bind_contextvars(
+            principal=principal.kind, tenant_id=principal.tenant_id, client_id=principal.client_id
+        )
         await self.app(scope, receive, send)
 
 
@@ -121,6 +175,17 @@ async def member_from_external(db: Database, external: ExternalIssuer, token: st
     )
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics, for a scraper holding the metrics token (off when none is set)."""
+    token = request.app.state.services.settings.metrics_token
+    if not token:
+        return PlainTextResponse("not found", status_code=404)
+    supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(supplied.encode(), token.encode()):
+        return PlainTextResponse("unauthorized", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def healthz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
@@ -139,6 +204,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 def create_app(owner_url: str, settings: Settings) -> Starlette:
     db = Database(owner_url, settings)
+    DB_POOL_IN_USE.set_function(lambda: db.engine.pool.checkedout())  # type: ignore[attr-defined]
     keyring = KeyRing(
         max_token_ttl_seconds=max(settings.access_token_ttl_seconds, settings.member_token_ttl_seconds)
     )
@@ -166,9 +232,11 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
             Route("/oauth/token", token_endpoint, methods=["POST"]),
             Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(RequestContext, access_log=settings.access_log)],
     )
     app.state.db = db
     app.state.services = Services(settings=settings, db=db)

@@ -37,6 +37,7 @@ from alliance.api.ledger import (
     TransactionNode,
 )
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
+from alliance.api.metrics import OperationMetrics
 from alliance.api.settlement import SettlementBatchNode, SettlementMutations, SettlementQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
 from alliance.api.tiers import TierChangeNode, TierMutations, TierQueries
@@ -104,6 +105,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ],
         config=StrawberryConfig(scalar_map={Decimal: DECIMAL_SCALAR, BigInt: BIG_INT_SCALAR}),
         extensions=[
+            OperationMetrics,
             StableErrors,
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: AddValidationRules(limit_rules),

@@ -28,6 +28,7 @@ from alliance.earning.engine import BreakdownLine, EarnPlan, MemberFacts, Purcha
 from alliance.errors import DomainError
 from alliance.ledger import limits
 from alliance.ledger.models import Asset, LedgerTransaction, Lot
+from alliance.observability import LEDGER_POSTINGS
 
 Payload = dict[str, Any]
 
@@ -130,6 +131,8 @@ async def post_idempotent(db: Database, function: str, params: dict[str, Any]) -
                 raise
             continue
         assert isinstance(payload, dict) and "userErrors" in payload, payload
+        outcome = "replayed" if payload.get("replayed") else "refused" if payload["userErrors"] else "posted"
+        LEDGER_POSTINGS.labels(function, outcome).inc()
         return payload
     raise AssertionError("unreachable")
 

@@ -1,0 +1,41 @@
+"""Per-operation request metrics: count by operation and outcome, and latency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import OperationDefinitionNode
+from strawberry.extensions import SchemaExtension
+
+from alliance.observability import GRAPHQL_LATENCY, GRAPHQL_REQUESTS
+
+
+def _operation_name(document: Any, declared: str | None) -> str:
+    """The client's operation name, else the first root field (``mutation:earnPoints``)."""
+    if declared:
+        return declared[:64]
+    for definition in getattr(document, "definitions", ()):
+        if isinstance(definition, OperationDefinitionNode) and definition.selection_set.selections:
+            field = definition.selection_set.selections[0]
+            return f"{definition.operation.value}:{getattr(getattr(field, 'name', None), 'value', '?')}"
+    return "unparsed"
+
+
+def _outcome(result: Any) -> str:
+    if result is None or getattr(result, "errors", None):
+        return "error"
+    data = getattr(result, "data", None) or {}
+    refused = any(isinstance(value, dict) and value.get("userErrors") for value in data.values())
+    return "user_error" if refused else "ok"
+
+
+class OperationMetrics(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        context = self.execution_context
+        name = _operation_name(context.graphql_document, context.operation_name)
+        GRAPHQL_REQUESTS.labels(name, _outcome(context.result)).inc()
+        GRAPHQL_LATENCY.labels(name).observe(time.perf_counter() - started)
