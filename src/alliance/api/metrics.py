@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from graphql import OperationDefinitionNode
@@ -31,7 +34,23 @@ def _outcome(result: Any) -> str:
     return "user_error" if refused else "ok"
 
 
+# The operation being executed and a digest of its variables, for the audit trail.
+current_operation: ContextVar[tuple[str, str]] = ContextVar("current_operation", default=("unknown", ""))
+
+
+def _digest(variables: dict[str, Any] | None) -> str:
+    canonical = json.dumps(variables or {}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class OperationMetrics(SchemaExtension):
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        current_operation.set(
+            (_operation_name(context.graphql_document, context.operation_name), _digest(context.variables))
+        )
+        yield
+
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         yield

@@ -16,6 +16,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from alliance.api.audit import AuditQueries
 from alliance.api.catalog import CatalogMutations, CatalogQueries, RedemptionNode, RewardNode
 from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
@@ -48,6 +49,7 @@ from alliance.config import Settings
 Query = merge_types(
     "Query",
     (
+        AuditQueries,
         ViewerQueries,
         TenantQueries,
         MemberQueries,
