@@ -107,7 +107,7 @@ CREATE TABLE settlement_clearing_lines (
   PRIMARY KEY (batch_id, tenant_id)
 );
 
-CREATE FUNCTION settlement_round(p_amount numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION settlement_round(p_amount numeric) RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   -- Half-even to the cent (banker's rounding), as DESIGN.md rule 5 requires.
   SELECT CASE WHEN abs(p_amount * 100 - trunc(p_amount * 100)) = 0.5
               THEN (trunc(p_amount * 100) + CASE WHEN trunc(p_amount * 100) % 2 = 0 THEN 0 ELSE sign(p_amount) END) / 100
@@ -118,7 +118,7 @@ $$;
 -- consumed by redemptions minus points restored by their reversals, by effective time.
 CREATE FUNCTION settlement_provenance(p_asset text, p_start timestamptz, p_end timestamptz)
 RETURNS TABLE (issuer_tenant_id bigint, redeemer_tenant_id bigint, consumed bigint, restored bigint)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT l.issuer_tenant_id, t.tenant_id,
     coalesce(sum(-mv.points) FILTER (WHERE mv.kind = 'consume'), 0)::bigint,
     coalesce(sum(mv.points) FILTER (WHERE mv.kind = 'restore'), 0)::bigint
@@ -215,32 +215,43 @@ END $$;
 -- The operator's proof: the stored lines against a fresh recomputation from the ledger.
 CREATE FUNCTION settlement_reconcile(p_batch bigint)
 RETURNS TABLE (issuer_tenant_id bigint, redeemer_tenant_id bigint, batch_points bigint, ledger_points bigint)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
-  -- Provenance netting: bilateral lines. Operator clearing: each tenant's issued points (as issuer,
-  -- to the operator, NULL) and redeemed points (the operator, NULL, to it as redeemer).
-  WITH b AS (SELECT sb.*, st.model FROM settlement_batches sb JOIN settlement_terms st ON st.id = sb.terms_id
-             WHERE sb.id = p_batch),
-  fresh AS (
-    SELECT p.issuer_tenant_id, p.redeemer_tenant_id, p.consumed - p.restored AS points
-      FROM b, settlement_provenance(b.asset, b.period_start, b.period_end) p WHERE b.model = 'provenance_netting'
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public AS $$
+-- Provenance netting: bilateral lines. Operator clearing: each tenant's issued points (as issuer,
+-- to the operator, NULL) and redeemed points (the operator, NULL, to it as redeemer). The batch's
+-- bounds are read first so the recomputation is planned for the real period.
+DECLARE
+  v_batch settlement_batches;
+  v_model text;
+BEGIN
+  SELECT * INTO v_batch FROM settlement_batches WHERE id = p_batch;
+  IF NOT FOUND THEN RETURN; END IF;
+  SELECT st.model INTO v_model FROM settlement_terms st WHERE st.id = v_batch.terms_id;
+  RETURN QUERY
+  WITH fresh AS (
+    SELECT p.issuer_tenant_id AS issuer, p.redeemer_tenant_id AS redeemer, p.consumed - p.restored AS points
+      FROM settlement_provenance(v_batch.asset, v_batch.period_start, v_batch.period_end) p
+      WHERE v_model = 'provenance_netting'
     UNION ALL
-    SELECT a.tenant_id, NULL, a.issued FROM b, settlement_clearing_activity(b.asset, b.period_start, b.period_end) a
-      WHERE b.model = 'operator_clearing'
+    SELECT a.tenant_id, NULL, a.issued
+      FROM settlement_clearing_activity(v_batch.asset, v_batch.period_start, v_batch.period_end) a
+      WHERE v_model = 'operator_clearing'
     UNION ALL
-    SELECT NULL, a.tenant_id, a.redeemed FROM b, settlement_clearing_activity(b.asset, b.period_start, b.period_end) a
-      WHERE b.model = 'operator_clearing'),
+    SELECT NULL, a.tenant_id, a.redeemed
+      FROM settlement_clearing_activity(v_batch.asset, v_batch.period_start, v_batch.period_end) a
+      WHERE v_model = 'operator_clearing'),
   stored AS (
-    SELECT l.issuer_tenant_id, l.redeemer_tenant_id, l.points FROM settlement_lines l WHERE l.batch_id = p_batch
+    SELECT l.issuer_tenant_id AS issuer, l.redeemer_tenant_id AS redeemer, l.points FROM settlement_lines l
+      WHERE l.batch_id = p_batch
     UNION ALL
     SELECT c.tenant_id, NULL, c.issued_points FROM settlement_clearing_lines c WHERE c.batch_id = p_batch
     UNION ALL
     SELECT NULL, c.tenant_id, c.redeemed_points FROM settlement_clearing_lines c WHERE c.batch_id = p_batch)
-  SELECT coalesce(s.issuer_tenant_id, f.issuer_tenant_id), coalesce(s.redeemer_tenant_id, f.redeemer_tenant_id),
-    coalesce(s.points, 0), coalesce(f.points, 0)
-  FROM stored s FULL JOIN fresh f ON coalesce(f.issuer_tenant_id, 0) = coalesce(s.issuer_tenant_id, 0)
-    AND coalesce(f.redeemer_tenant_id, 0) = coalesce(s.redeemer_tenant_id, 0)
-  WHERE coalesce(s.points, 0) <> coalesce(f.points, 0)
-$$;
+  SELECT coalesce(s.issuer, f.issuer), coalesce(s.redeemer, f.redeemer), coalesce(s.points, 0)::bigint,
+    coalesce(f.points, 0)::bigint
+  FROM stored s FULL JOIN fresh f ON coalesce(f.issuer, 0) = coalesce(s.issuer, 0)
+    AND coalesce(f.redeemer, 0) = coalesce(s.redeemer, 0)
+  WHERE coalesce(s.points, 0) <> coalesce(f.points, 0);
+END $$;
 
 -- Whether an approved (closed) batch covers this asset at this instant: postings may not land there.
 CREATE OR REPLACE FUNCTION ledger_period_closed(p_asset text, p_at timestamptz)
@@ -258,15 +269,18 @@ CREATE FUNCTION ledger_expire(p_run text, p_max_members int)
 RETURNS TABLE (expired_wallets bigint, expired_lots bigint, expired_points bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN
+  -- Candidates in member order from the open-lots index; each wallet locked with SKIP LOCKED
+  -- *before* the limit, so a concurrent run takes the next wallets instead of stopping.
   CREATE TEMP TABLE expiring_wallets ON COMMIT DROP AS
-    SELECT a.id AS wallet_id, a.member_id, a.asset
-    FROM accounts a
-    WHERE a.kind = 'member_wallet' AND (a.member_id, a.asset) IN (
-      SELECT DISTINCT l.member_id, l.asset FROM lots l
-      WHERE l.remaining > 0 AND l.expires_at <= now()
-      ORDER BY l.member_id, l.asset LIMIT p_max_members)
-    ORDER BY a.id
-    FOR UPDATE SKIP LOCKED;
+    SELECT w.id AS wallet_id, c.member_id, c.asset
+    FROM (SELECT DISTINCT ON (l.member_id, l.asset) l.member_id, l.asset FROM lots l
+          WHERE l.remaining > 0 AND l.expires_at <= now()
+          ORDER BY l.member_id, l.asset) c
+    CROSS JOIN LATERAL (
+      SELECT a.id FROM accounts a
+      WHERE a.kind = 'member_wallet' AND a.asset = c.asset AND a.member_id = c.member_id AND a.tenant_id IS NULL
+      FOR UPDATE SKIP LOCKED) w
+    LIMIT p_max_members;
   CREATE TEMP TABLE expiring_lots ON COMMIT DROP AS
     SELECT l.id AS lot_id, l.member_id, l.asset, l.remaining
     FROM lots l JOIN expiring_wallets w ON w.member_id = l.member_id AND w.asset = l.asset

@@ -317,3 +317,62 @@ async def test_extend_expiry_is_audited_and_reported(settings, db, operator, mak
         },
     )
     assert both["extendExpiry"]["userErrors"] == [{"code": "INVALID_EXTENSION"}]
+
+
+async def test_a_run_skips_wallets_another_run_holds_instead_of_stopping(settings, db, make_merchant):
+    async def expire_chunk(size: int):
+        async with db.transaction(OPERATOR) as session:
+            return await expire_lots(session, str(uuid.uuid4()), size)
+
+    while (await expire_chunk(100_000)).members:  # nothing else left to expire: only this test's lots
+        pass
+    merchant = await make_merchant()
+    numbers = [await enroll(merchant, random_phone()) for _ in range(6)]
+    for number in numbers:
+        await merchant.api(
+            EARN,
+            i={
+                "memberNumber": number,
+                "amount": "10",
+                "orderRef": unique("o"),
+                "idempotencyKey": unique("k"),
+            },
+        )
+    await owner_sql(
+        settings,
+        "UPDATE lots SET expires_at = now() - interval '1 second' WHERE member_id IN"
+        " (SELECT id FROM members WHERE member_number = ANY(:n))",
+        n=numbers,
+    )
+
+    # Another run holds the first two members' wallets (as a concurrent `alliance expire` would).
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(
+                text(
+                    "SELECT a.id FROM accounts a JOIN members m ON m.id = a.member_id WHERE m.member_number = ANY(:n)"
+                    " AND a.kind = 'member_wallet' ORDER BY a.member_id LIMIT 2 FOR UPDATE"
+                ),
+                {"n": numbers},
+            )
+            chunk = await expire_chunk(2)
+            assert (chunk.members, chunk.points) == (2, 20), "the next two wallets, not a premature 'done'"
+            await holder.rollback()
+    finally:
+        await engine.dispose()
+    while (await expire_chunk(2)).members:
+        pass
+    async with db.transaction(OPERATOR) as session:
+        left = (
+            await run_sql(
+                session,
+                text(
+                    "SELECT count(*) FROM lots l JOIN members m ON m.id = l.member_id"
+                    " WHERE m.member_number = ANY(:n) AND l.remaining > 0"
+                ),
+                {"n": numbers},
+            )
+        ).scalar_one()
+        assert await verify_ledger(session) == []
+    assert left == 0
