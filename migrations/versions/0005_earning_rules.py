@@ -38,15 +38,17 @@ CREATE TABLE earning_rules (
 CREATE INDEX earning_rules_tenant ON earning_rules (tenant_id, effective_from);
 
 -- What the earning rules need to know about a member, in one round trip: their tier and what
--- they already earned today at this merchant. NULL member_id: not enrolled here.
-CREATE FUNCTION earning_member_facts(p_tenant bigint, p_member_numbers text[], p_asset text, p_at timestamptz)
+-- they already earned today at this merchant (for previews; postings re-check under a lock).
+CREATE FUNCTION earning_member_facts(p_tenant bigint, p_member_numbers text[], p_asset text, p_at timestamptz,
+  p_with_today boolean)
 RETURNS TABLE (member_number text, tier_code text, tier_rank int, earn_multiplier numeric, earned_today bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
   SELECT m.member_number, t.code, coalesce(t.rank, 0), coalesce(t.earn_multiplier, 1),
+    CASE WHEN NOT p_with_today THEN 0::bigint ELSE
     (SELECT coalesce(sum(x.points), 0)::bigint FROM ledger_transactions x, assets a
       WHERE a.code = p_asset AND x.member_id = m.id AND x.tenant_id = p_tenant AND x.kind = 'earn'
         AND x.asset = p_asset
-        AND (x.effective_at AT TIME ZONE a.time_zone)::date = (p_at AT TIME ZONE a.time_zone)::date)
+        AND (x.effective_at AT TIME ZONE a.time_zone)::date = (p_at AT TIME ZONE a.time_zone)::date) END
   FROM members m
   JOIN member_links l ON l.member_id = m.id AND l.tenant_id = p_tenant
   LEFT JOIN member_tiers mt ON mt.member_id = m.id
@@ -70,7 +72,7 @@ def upgrade() -> None:
     app_role = op.get_context().config.attributes["app_role"]
     execute_script(RULES)
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON earning_rules TO {app_role}")
-    op.execute(f"GRANT EXECUTE ON FUNCTION earning_member_facts(bigint, text[], text, timestamptz) TO {app_role}")
+    op.execute(f"GRANT EXECUTE ON FUNCTION earning_member_facts(bigint, text[], text, timestamptz, boolean) TO {app_role}")
     operator = "alliance_role() = 'operator'"
     own = "(alliance_role() = 'merchant' AND tenant_id = alliance_tenant_id())"
     # Merchants read their rules and the campaigns they take part in; members read all (to explain).
@@ -83,5 +85,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION IF EXISTS earning_member_facts(bigint, text[], text, timestamptz)")
+    op.execute("DROP FUNCTION IF EXISTS earning_member_facts(bigint, text[], text, timestamptz, boolean)")
     op.execute("DROP TABLE IF EXISTS earning_rules")

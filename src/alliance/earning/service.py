@@ -331,12 +331,17 @@ async def list_rules(session: AsyncSession, tenant_id: int | None, at: datetime 
 
 
 async def member_facts(
-    db: Database, tenant_id: int, member_numbers: list[str], asset: str, at: datetime
+    db: Database,
+    tenant_id: int,
+    member_numbers: list[str],
+    asset: str,
+    at: datetime,
+    with_today: bool = False,
 ) -> dict[str, MemberFacts]:
     """Tier and today's earnings of members enrolled at the tenant — one round trip for any number."""
     rows = await db.call(
-        text("SELECT coalesce(json_agg(f), '[]') FROM earning_member_facts(:t, :n, :a, :at) f"),
-        {"t": tenant_id, "n": member_numbers, "a": asset, "at": at},
+        text("SELECT coalesce(json_agg(f), '[]') FROM earning_member_facts(:t, :n, :a, :at, :today) f"),
+        {"t": tenant_id, "n": member_numbers, "a": asset, "at": at, "today": with_today},
     )
     return {
         row["member_number"]: MemberFacts(

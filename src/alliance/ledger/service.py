@@ -212,7 +212,9 @@ async def preview_earn(db: Database, poster: Poster, item: EarnItem, time_zone: 
     if refusal is not None:
         error = refusal["userErrors"][0]
         raise DomainError(error["code"], error["message"], error["field"])
-    facts = await earning_rules.member_facts(db, poster.tenant_id, [item.member_number], item.asset, at)
+    facts = await earning_rules.member_facts(
+        db, poster.tenant_id, [item.member_number], item.asset, at, with_today=True
+    )
     plan = _plan(
         item, await earning_rules.cached_rules(db, poster.tenant_id, at), facts[item.member_number], time_zone
     )
