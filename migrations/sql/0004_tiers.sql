@@ -117,6 +117,11 @@ BEGIN
      AND NOT EXISTS (SELECT 1 FROM member_tiers mt WHERE mt.member_id = p_member AND mt.below_since IS NOT NULL) THEN
     RETURN NULL;
   END IF;
+  -- Fast exit without a lock: the points do not reach a higher tier (the common case of an earn).
+  IF (tier_for_points(tier_rolling_points(p_member))).rank <= member_tier_rank(p_member)
+     AND NOT EXISTS (SELECT 1 FROM member_tiers mt WHERE mt.member_id = p_member AND mt.below_since IS NOT NULL) THEN
+    RETURN NULL;
+  END IF;
   -- Concurrent earns of one member queue here, so the later one counts the earlier one's points
   -- (each statement below reads what has been committed by then).
   PERFORM tier_lock_member(p_member);
