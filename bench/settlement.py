@@ -694,14 +694,14 @@ async def explain_expiry_selection(owner_url: URL, chunk: int) -> None:
         await conn.close()
 
 
-async def expiry_phase(db: Database, owner_url: URL, chunk_size: int) -> Phase:
+async def expiry_phase(db: Database, owner_url: URL, chunk_size: int, workers: int) -> Phase:
     """The loop of `alliance expire`: one OPERATOR transaction per chunk until nothing is left."""
     lots, members, points = await expiring(owner_url)
     print(
         f"  past expiry with remaining > 0: {lots:,} lots of {members:,} members, {points:,} points",
         flush=True,
     )
-    name = f"expiry of {lots:,} lots (expire_lots x {chunk_size})"
+    name = f"expiry of {lots:,} lots (expire_lots x {chunk_size}, {workers} workers)"
     if lots == 0:
         return Phase(name, skipped="nothing to expire (a reused database was expired already)")
     await explain_expiry_selection(owner_url, chunk_size)
@@ -710,15 +710,21 @@ async def expiry_phase(db: Database, owner_url: URL, chunk_size: int) -> Phase:
     times: list[float] = []
     done = [0, 0, 0]
     started = time.perf_counter()
-    while True:
-        chunk_started = time.perf_counter()
-        async with db.transaction(OPERATOR) as session:
-            probe.watch(await backend_pid(session))
-            chunk = await expire_lots(session, run_id, chunk_size)
-        times.append(time.perf_counter() - chunk_started)
-        done = [done[0] + chunk.members, done[1] + chunk.lots, done[2] + chunk.points]
-        if chunk.members == 0:
-            break
+
+    async def worker() -> None:
+        # As `alliance expire --workers N`: each loop stops when it finds nothing it can lock.
+        nonlocal done
+        while True:
+            chunk_started = time.perf_counter()
+            async with db.transaction(OPERATOR) as session:
+                probe.watch(await backend_pid(session))
+                chunk = await expire_lots(session, run_id, chunk_size)
+            times.append(time.perf_counter() - chunk_started)
+            done = [done[0] + chunk.members, done[1] + chunk.lots, done[2] + chunk.points]
+            if chunk.members == 0:
+                return
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
     elapsed = time.perf_counter() - started
     probe.stop()
     left = await expiring(owner_url)
@@ -757,7 +763,7 @@ async def measure(
         took = await explain(owner_url, start, end)
         print(f"  EXPLAIN ANALYZE round trip {took:.2f} s", flush=True)
         print(f"\n(d) expiry, the `alliance expire` loop  (load average {load()})", flush=True)
-        phases.append(await expiry_phase(db, owner_url, args.chunk))
+        phases.append(await expiry_phase(db, owner_url, args.chunk, args.expiry_workers))
         if args.verify:
             started = time.perf_counter()
             failures = await verify(db)
@@ -854,6 +860,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--chunk", type=int, default=5000, help="member wallets per expiry chunk (as the CLI)"
     )
+    parser.add_argument("--expiry-workers", type=int, default=2, help="concurrent expiry loops (as the CLI)")
     parser.add_argument("--verify", action="store_true", help="ledger_verify() after seeding and at the end")
     parser.add_argument("--reuse", action="store_true", help="keep an existing (seeded) bench database")
     parser.add_argument("--keep", action="store_true", help="do not drop the bench database at the end")

@@ -116,3 +116,15 @@ def test_token_member_for_an_unknown_member_fails(settings) -> None:
     assert result.returncode == 2
     assert "no member" in result.stderr
     assert result.stdout == ""
+
+
+async def test_jobs_run_from_the_command_line(settings) -> None:
+    """The CronJobs' commands: expiry (two concurrent loops), birthdays and settlement succeed."""
+    expire = await run_cli_async(settings, "expire", "--workers", "2", "--chunk", "50")
+    assert expire.returncode == 0, expire.stderr
+    assert "moved to breakage" in expire.stdout
+    birthdays = await run_cli_async(settings, "birthdays")
+    assert birthdays.returncode == 0 and "birthday gifts" in birthdays.stdout, birthdays.stderr
+    settle = await run_cli_async(settings, "settle", "--asset", "GREEN", "--period", "2001-01")
+    assert settle.returncode == 0, settle.stderr
+    assert "draft" in settle.stdout

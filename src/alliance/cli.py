@@ -279,13 +279,22 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     run_id = str(uuid.uuid4())
 
     async def expire(db: Database) -> tuple[int, int, int]:
-        members = lots = points = 0
-        while True:
-            async with db.transaction(OPERATOR) as session:
-                chunk = await expire_lots(session, run_id, args.chunk)
-            members, lots, points = members + chunk.members, lots + chunk.lots, points + chunk.points
-            if chunk.members == 0:
-                return members, lots, points
+        totals = [0, 0, 0]
+
+        async def worker() -> None:
+            # Wallets are locked with SKIP LOCKED, so the loops share the work; each stops when
+            # it finds nothing left that it can lock.
+            while True:
+                async with db.transaction(OPERATOR) as session:
+                    chunk = await expire_lots(session, run_id, args.chunk)
+                totals[0] += chunk.members
+                totals[1] += chunk.lots
+                totals[2] += chunk.points
+                if chunk.members == 0:
+                    return
+
+        await asyncio.gather(*(worker() for _ in range(args.workers)))
+        return totals[0], totals[1], totals[2]
 
     members, lots, points = _with_database(settings, expire)
     print(
@@ -400,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     expire_parser = commands.add_parser("expire", help="expire lots past their expiry into breakage")
     expire_parser.add_argument("--chunk", type=int, default=5000, help="member wallets per transaction")
+    expire_parser.add_argument("--workers", type=int, default=2, help="concurrent loops (one per core)")
     expire_parser.set_defaults(handler=cmd_expire)
 
     tiers = commands.add_parser("tiers", help="member tiers").add_subparsers(
