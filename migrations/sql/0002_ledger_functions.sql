@@ -269,11 +269,13 @@ CREATE FUNCTION ledger_earn(
   p_scope text, p_key text, p_hash text, p_tenant bigint, p_kind text, p_member_number text, p_asset text,
   p_points bigint, p_amount numeric, p_currency text, p_order_ref text, p_store_code text, p_reason text,
   p_details jsonb, p_effective_at timestamptz, p_alliance_points bigint DEFAULT 0, p_daily_cap bigint DEFAULT NULL,
-  p_other_assets jsonb DEFAULT '{}'::jsonb, p_event_limit jsonb DEFAULT NULL)
+  p_other_assets jsonb DEFAULT '{}'::jsonb, p_event_limit jsonb DEFAULT NULL, p_plans jsonb DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 -- p_points (merchant- or, for the operator, alliance-funded) and p_alliance_points come from the
 -- earning rules (alliance.earning.engine); here they are checked against the books: duplicate
 -- orders, closed periods, prepaid capacity, the member's daily cap, event-bonus limits.
+-- p_plans, when given, holds the rules' plan for each tier rank ({"0": {points, alliance, other,
+-- breakdown, dailyCap}, "1": ...}): the member's tier is read here, saving the caller a round trip.
 DECLARE
   v_replay jsonb := ledger_replay(p_scope, p_key, p_kind, p_hash);
   v_ctx record;
@@ -286,12 +288,24 @@ DECLARE
   v_used bigint;
   v_tx ledger_transactions;
   v_other record;
+  v_daily_cap bigint := p_daily_cap;
+  v_other_assets jsonb := coalesce(p_other_assets, '{}'::jsonb);
+  v_plan jsonb;
 BEGIN
   IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
   ASSERT p_kind IN ('earn', 'award', 'compensate'), 'ledger_earn kinds';
   v_ctx := ledger_check_context(p_tenant, p_member_number, p_asset, p_store_code);
   IF v_ctx.refusal IS NOT NULL THEN
     RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, v_ctx.refusal);
+  END IF;
+  IF p_plans IS NOT NULL THEN
+    v_plan := coalesce(p_plans -> member_tier_rank(v_ctx.member_id)::text, p_plans -> '0');
+    ASSERT v_plan IS NOT NULL, 'p_plans has a plan for rank 0';
+    v_points := (v_plan ->> 'points')::bigint;
+    v_alliance := (v_plan ->> 'alliance')::bigint;
+    v_daily_cap := (v_plan ->> 'dailyCap')::bigint;
+    v_other_assets := coalesce(v_plan -> 'other', '{}'::jsonb);
+    v_details := jsonb_set(v_details, '{breakdown}', coalesce(v_plan -> 'breakdown', '[]'::jsonb));
   END IF;
   IF p_kind = 'earn' THEN
     -- Serialise earns for one order so the duplicate check below cannot race.
@@ -319,23 +333,23 @@ BEGIN
         format('this bonus is limited to %s per member', p_event_limit ->> 'count'), 'event'));
     END IF;
   END IF;
-  IF p_daily_cap IS NOT NULL AND p_kind = 'earn' THEN
+  IF v_daily_cap IS NOT NULL AND p_kind = 'earn' THEN
     PERFORM pg_advisory_xact_lock(hashtextextended(format('daycap:%s:%s', p_tenant, v_ctx.member_id), 0));
     SELECT coalesce(sum(t.points), 0) INTO v_earned_today FROM ledger_transactions t, assets a
       WHERE a.code = p_asset AND t.member_id = v_ctx.member_id AND t.tenant_id = p_tenant AND t.kind = 'earn'
         AND t.asset = p_asset
         AND (t.effective_at AT TIME ZONE a.time_zone)::date = (v_at AT TIME ZONE a.time_zone)::date;
-    v_excess := greatest(0, v_earned_today + v_points + v_alliance - p_daily_cap);
+    v_excess := greatest(0, v_earned_today + v_points + v_alliance - v_daily_cap);
     IF v_excess > 0 THEN
       IF v_excess >= v_points + v_alliance THEN
         RETURN ledger_remember(p_scope, p_key, p_kind, p_hash, ledger_user_error('DAILY_CAP_REACHED',
-          format('this member already earned the daily maximum of %s points here', p_daily_cap), 'amount'));
+          format('this member already earned the daily maximum of %s points here', v_daily_cap), 'amount'));
       END IF;
+      v_points := v_points - (v_excess - least(v_alliance, v_excess));
       v_alliance := v_alliance - least(v_alliance, v_excess);  -- the alliance's bonus goes first
-      v_points := v_points - (v_excess - least(coalesce(p_alliance_points, 0), v_excess));
       v_details := jsonb_set(v_details, '{breakdown}', coalesce(v_details -> 'breakdown', '[]'::jsonb)
         || jsonb_build_array(jsonb_build_object('rule', 'cap:member-day', 'points', -v_excess, 'asset', p_asset,
-             'note', format('at most %s per day', p_daily_cap))));
+             'note', format('at most %s per day', v_daily_cap))));
     END IF;
   END IF;
   IF v_points + v_alliance <= 0 THEN
@@ -349,7 +363,7 @@ BEGIN
   v_tx := ledger_credit(p_kind, v_ctx.member_id, p_asset, v_points, p_tenant, p_tenant, p_scope, p_amount,
     p_currency, p_order_ref, v_ctx.store_id, p_reason, v_details, v_at, v_alliance);
   -- Co-earned assets (green-labelled products also earn GREEN), as awards tied to this posting.
-  FOR v_other IN SELECT key AS asset, value::bigint AS points FROM jsonb_each_text(p_other_assets) ORDER BY key LOOP
+  FOR v_other IN SELECT key AS asset, value::bigint AS points FROM jsonb_each_text(v_other_assets) ORDER BY key LOOP
     CONTINUE WHEN v_other.points <= 0 OR NOT EXISTS (SELECT 1 FROM assets WHERE code = v_other.asset);
     IF p_tenant IS NULL OR ledger_issuance_reserve(p_tenant, v_other.asset, v_other.points) THEN
       PERFORM ledger_credit('award', v_ctx.member_id, v_other.asset, v_other.points, p_tenant, p_tenant, p_scope,

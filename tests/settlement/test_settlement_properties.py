@@ -418,7 +418,7 @@ async def terms_for(world: World, month: date, fee_bps: int) -> list[tuple[int, 
                 "asset": "POINTS",
                 "settlementValue": "0.01",
                 "feeBps": fee_bps,
-                "effectiveFrom": effective.isoformat(),
+                "effectiveFrom": effective.astimezone(UTC).isoformat(),
             },
         )
     )["setSettlementTerms"]
@@ -430,7 +430,9 @@ async def terms_for(world: World, month: date, fee_bps: int) -> list[tuple[int, 
         assert (result["terms"]["feeBps"], Decimal(result["terms"]["settlementValue"])) == (fee_bps, CENT)
     in_force = []
     for start in (month, next_month(month)):
-        response = await world.operator.post(TERMS_IN_FORCE, {"at": month_start(start).isoformat()})
+        response = await world.operator.post(
+            TERMS_IN_FORCE, {"at": month_start(start).astimezone(UTC).isoformat()}
+        )
         body = response.json()
         if body.get("errors"):
             # No terms at all that far back: put ours in place as the owner (fixture set-up).
@@ -442,7 +444,11 @@ async def terms_for(world: World, month: date, fee_bps: int) -> list[tuple[int, 
                     ),
                     {"fee": fee_bps, "from_": effective},
                 )
-            body = (await world.operator.post(TERMS_IN_FORCE, {"at": month_start(start).isoformat()})).json()
+            body = (
+                await world.operator.post(
+                    TERMS_IN_FORCE, {"at": month_start(start).astimezone(UTC).isoformat()}
+                )
+            ).json()
         terms = body["data"]["settlementTerms"]
         assert terms["model"] == "PROVENANCE_NETTING", terms
         if codes == []:

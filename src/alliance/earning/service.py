@@ -374,3 +374,26 @@ def event_window_start(per: str, at: datetime, time_zone: str) -> datetime:
         "year": local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0),
     }[per]
     return start
+
+
+_tiers_cache: tuple[float, list[MemberFacts]] | None = None
+
+
+async def tier_variants(db: Database) -> list[MemberFacts]:
+    """The facts of a member without a tier and of each tier, cached like the rules: an earn is
+    planned once per tier, and the posting function applies the member's (one round trip less)."""
+    global _tiers_cache
+    if _tiers_cache is None or time.monotonic() - _tiers_cache[0] > RULES_CACHE_SECONDS:
+        async with db.transaction(AccessContext("operator")) as session:
+            rows = (
+                await run_sql(session, text("SELECT code, rank, earn_multiplier FROM tiers ORDER BY rank"))
+            ).all()
+        variants = [MemberFacts()] + [
+            MemberFacts(
+                tier_code=row.code, tier_rank=row.rank, tier_multiplier=Decimal(str(row.earn_multiplier))
+            )
+            for row in rows
+            if row.rank > 0
+        ]
+        _tiers_cache = (time.monotonic(), variants)
+    return _tiers_cache[1]

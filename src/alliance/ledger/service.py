@@ -195,6 +195,16 @@ def _plan(item: EarnItem, rules: list[Rule], facts: MemberFacts | None, time_zon
     return plan_earn(purchase, rules, facts or MemberFacts())
 
 
+def _plan_json(plan: EarnPlan) -> dict[str, Any]:
+    return {
+        "points": plan.merchant_points,
+        "alliance": plan.alliance_points,
+        "other": plan.other_assets,
+        "breakdown": [line.as_dict() for line in plan.breakdown],
+        "dailyCap": plan.cap_per_member_day,
+    }
+
+
 async def preview_earn(db: Database, poster: Poster, item: EarnItem, time_zone: str) -> EarnPlan:
     """The earn computation for a POS screen: what the purchase would earn now, nothing written."""
     assert poster.tenant_id is not None, "earning is a merchant operation"
@@ -239,15 +249,13 @@ async def earn_points(
     assert poster.tenant_id is not None, "earning is a merchant operation"
     request = _check_earn_item(item)
     at = item.effective_at or datetime.now(UTC)
-    facts = await earning_rules.member_facts(db, poster.tenant_id, [item.member_number], item.asset, at)
-    plan = _plan(
-        item,
-        await earning_rules.cached_rules(db, poster.tenant_id, at),
-        facts.get(item.member_number),
-        time_zone,
-    )
+    rules = await earning_rules.cached_rules(db, poster.tenant_id, at)
+    # One plan per tier; the posting function applies the member's, so no lookup round trip.
+    plans = {
+        str(facts.tier_rank): _plan_json(_plan(item, rules, facts, time_zone))
+        for facts in await earning_rules.tier_variants(db)
+    }
     details = {key: value for key, value in (("category", item.category), ("tags", request["tags"])) if value}
-    details["breakdown"] = [line.as_dict() for line in plan.breakdown]
     return await post_idempotent(
         db,
         "ledger_earn",
@@ -257,7 +265,7 @@ async def earn_points(
             "p_kind": "earn",
             "p_member_number": item.member_number,
             "p_asset": item.asset,
-            "p_points": plan.merchant_points,
+            "p_points": 0,
             "p_amount": item.amount,
             "p_currency": item.currency,
             "p_order_ref": request["order_ref"],
@@ -265,10 +273,7 @@ async def earn_points(
             "p_reason": None,
             "p_details": json.dumps(details),
             "p_effective_at": item.effective_at,
-            "p_alliance_points": plan.alliance_points,
-            "p_daily_cap": plan.cap_per_member_day,
-            "p_other_assets": json.dumps(plan.other_assets),
-            "p_event_limit": None,
+            "p_plans": json.dumps(plans),
         },
     )
 
