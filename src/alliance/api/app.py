@@ -25,6 +25,7 @@ from strawberry.types import ExecutionResult
 from alliance.api.context import Context, Services
 from alliance.api.oauth import jwks_endpoint, token_endpoint
 from alliance.api.schema import build_schema
+from alliance.api.transport import GraphQLOverHTTP
 from alliance.auth.keys import KeyRing, ensure_signing_key
 from alliance.auth.oidc import ExternalIssuer, unverified_issuer, verified_phone
 from alliance.auth.principal import DEFAULT_SCOPES, Principal
@@ -228,7 +229,11 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
     graphql = AllianceGraphQL(build_schema(settings), graphql_ide="graphiql" if settings.graphiql else None)
     app = Starlette(
         routes=[
-            Route("/graphql", BearerAuthenticated(graphql, settings.graphiql), methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                GraphQLOverHTTP(BearerAuthenticated(graphql, settings.graphiql)),
+                methods=["GET", "POST"],
+            ),
             Route("/oauth/token", token_endpoint, methods=["POST"]),
             Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -1,0 +1,100 @@
+"""GraphQL-over-HTTP details strawberry leaves to us (the GraphQL over HTTP specification):
+
+* a mutation sent with GET is refused with 405 and ``Allow: POST`` (GET must be safe);
+* a client that accepts ``application/graphql-response+json`` gets that media type, and a
+  request that fails before execution (a parse or validation error: no ``data``) gets 400.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+MAX_BUFFERED_BYTES = 8 * 1024 * 1024
+
+
+def _is_mutation(query: str, operation_name: str | None) -> bool:
+    try:
+        document = parse(query, max_tokens=5000)
+    except GraphQLError:
+        return False  # not parseable: the server answers with its parse error
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = [d for d in operations if operation_name is None or (d.name and d.name.value == operation_name)]
+    return any(d.operation is not OperationType.QUERY for d in chosen[:1])
+
+
+class GraphQLOverHTTP:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "GET":
+            params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            query = params.get("query", [None])[0]
+            if query and _is_mutation(query, params.get("operationName", [None])[0]):
+                response = JSONResponse(
+                    {
+                        "errors": [
+                            {
+                                "message": "mutations must be sent with POST",
+                                "extensions": {"code": "METHOD_NOT_ALLOWED"},
+                            }
+                        ]
+                    },
+                    status_code=405,
+                    headers={"Allow": "POST"},
+                )
+                await response(scope, receive, send)
+                return
+        accept = dict(scope.get("headers") or []).get(b"accept", b"").decode("latin-1")
+        if GRAPHQL_RESPONSE not in accept:
+            await self.app(scope, receive, send)
+            return
+        await self._as_graphql_response(scope, receive, send)
+
+    async def _as_graphql_response(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Buffer the JSON answer to set the media type and, when nothing executed, the status."""
+        start: Message | None = None
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            body.extend(message.get("body", b""))
+            assert len(body) <= MAX_BUFFERED_BYTES, "GraphQL responses are bounded by the query limits"
+            if message.get("more_body"):
+                return
+            assert start is not None
+            headers = [
+                (k, v)
+                for k, v in start.get("headers", [])
+                if k.lower() not in (b"content-type", b"content-length")
+            ]
+            status = start["status"]
+            if status == 200:
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = {}
+                errors = payload.get("errors") if isinstance(payload, dict) else None
+                # Nothing executed: no data, and no error belongs to a field (no "path").
+                if errors and payload.get("data") is None and not any("path" in e for e in errors):
+                    status = 400
+            headers += [
+                (b"content-type", GRAPHQL_RESPONSE.encode() + b"; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": bytes(body)})
+
+        await self.app(scope, receive, capture)
