@@ -72,7 +72,9 @@ def upgrade() -> None:
     app_role = op.get_context().config.attributes["app_role"]
     execute_script(RULES)
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON earning_rules TO {app_role}")
-    op.execute(f"GRANT EXECUTE ON FUNCTION earning_member_facts(bigint, text[], text, timestamptz, boolean) TO {app_role}")
+    op.execute(
+        f"GRANT EXECUTE ON FUNCTION earning_member_facts(bigint, text[], text, timestamptz, boolean) TO {app_role}"
+    )
     operator = "alliance_role() = 'operator'"
     own = "(alliance_role() = 'merchant' AND tenant_id = alliance_tenant_id())"
     # Merchants read their rules and the campaigns they take part in; members read all (to explain).

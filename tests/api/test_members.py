@@ -244,3 +244,12 @@ async def test_concurrent_enrolments_with_the_same_external_ref(make_merchant, d
     body = (await racer).json()
     assert "errors" not in body, body
     assert [e["code"] for e in body["data"]["enrollMember"]["userErrors"]] == ["EXTERNAL_REF_TAKEN"]
+
+
+async def test_enrolment_with_an_idempotency_key_replays_the_first_answer(make_merchant):
+    merchant = await make_merchant()
+    request = {"phone": random_phone(), "externalRef": unique("r"), "idempotencyKey": unique("k")}
+    query = "mutation($i: EnrollMemberInput!) { enrollMember(input: $i) { member { memberNumber } created } }"
+    first = await merchant.api(query, i=request)
+    assert first["enrollMember"]["created"] is True
+    assert await merchant.api(query, i=request) == first, "created stays true: the original answer"

@@ -316,3 +316,17 @@ async def test_node_refetches_ledger_objects_within_the_callers_visibility(make_
     assert (await merchant.api(query, id=tx_id))["node"] == {"id": tx_id, "kind": "EARN", "points": 42}
     assert (await operator(query, id=tx_id))["node"]["points"] == 42
     assert (await other.api(query, id=tx_id))["node"] is None, "another merchant's transaction is not found"
+
+
+async def test_create_tenant_and_store_with_an_idempotency_key_replay(operator):
+    key, code = unique("k"), unique("idem")
+    request = {"code": code, "name": "Idempotent", "category": "RETAIL", "idempotencyKey": key}
+    query = "mutation($i: CreateTenantInput!) { createTenant(input: $i) { tenant { id code } userErrors { code } } }"
+    first = await operator(query, i=request)
+    again = await operator(query, i=request)
+    assert first == again and first["createTenant"]["tenant"]["code"] == code, "a retry gets the same tenant"
+    reused = await operator(query, i=request | {"name": "Other"})
+    assert reused["createTenant"]["userErrors"] == [{"code": "IDEMPOTENCY_KEY_REUSED"}]
+    store = "mutation($i: CreateStoreInput!) { createStore(input: $i) { store { id } userErrors { code } } }"
+    store_request = {"tenantCode": code, "code": "S1", "name": "Main", "idempotencyKey": unique("k")}
+    assert await operator(store, i=store_request) == await operator(store, i=store_request)

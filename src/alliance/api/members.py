@@ -9,7 +9,7 @@ import strawberry
 from alliance.api import ledger, tiers
 from alliance.api.context import Info
 from alliance.api.ids import to_global_id
-from alliance.api.mutations import run_in_transaction
+from alliance.api.mutations import made_once, run_in_transaction
 from alliance.api.types import Connection, Node, UserError
 from alliance.auth.principal import MEMBERS_READ, MEMBERS_WRITE
 from alliance.errors import NotFound
@@ -101,6 +101,9 @@ class EnrollMemberInput:
     )
     name: str | None = None
     birthday: date | None = None
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Optional: a retry with the same key returns what the first attempt made."
+    )
 
 
 @strawberry.type
@@ -134,8 +137,19 @@ class MemberMutations:
         info.context.require(MEMBERS_WRITE, "merchant")
 
         async def enroll(session):  # type: ignore[no-untyped-def]
-            return await service.enroll_member(
-                session, input.phone, input.external_ref, input.name, input.birthday
+            async def recalled(earlier):  # type: ignore[no-untyped-def]
+                member = await service.member_by_id(session, earlier.entity_id)
+                return None if member is None else service.Enrolment(member=member, created=earlier.created)
+
+            return await made_once(
+                session,
+                info.context,
+                input.idempotency_key,
+                lambda: service.enroll_member(
+                    session, input.phone, input.external_ref, input.name, input.birthday
+                ),
+                lambda enrolment: (enrolment.member.id, enrolment.created),
+                recalled,
             )
 
         result = await run_in_transaction(info.context, enroll)

@@ -38,8 +38,11 @@ def _outcome(result: Any) -> str:
 current_operation: ContextVar[tuple[str, str]] = ContextVar("current_operation", default=("unknown", ""))
 
 
-def _digest(variables: dict[str, Any] | None) -> str:
-    canonical = json.dumps(variables or {}, sort_keys=True, default=str, separators=(",", ":"))
+def _digest(query: str | None, variables: dict[str, Any] | None) -> str:
+    """The request as sent (document and variables): inline literals count as much as variables."""
+    canonical = json.dumps(
+        {"query": query, "variables": variables or {}}, sort_keys=True, default=str, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -47,7 +50,10 @@ class OperationMetrics(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
         current_operation.set(
-            (_operation_name(context.graphql_document, context.operation_name), _digest(context.variables))
+            (
+                _operation_name(context.graphql_document, context.operation_name),
+                _digest(context.query, context.variables),
+            )
         )
         yield
 

@@ -8,7 +8,7 @@ from typing import TypeVar
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from alliance import audit
+from alliance import audit, idempotency
 from alliance.api.context import Context
 from alliance.api.metrics import current_operation
 from alliance.api.types import UserError
@@ -37,6 +37,31 @@ async def run_in_transaction(
             async with context.transaction() as session:
                 await audit.record(session, _audit_entry(context, "refused", (error.code,)))
         return [user_error(error)]
+
+
+async def made_once(
+    session: AsyncSession,
+    context: Context,
+    key: str | None,
+    make: Callable[[], Awaitable[R]],
+    identify: Callable[[R], tuple[int, bool]],
+    load: Callable[[idempotency.Remembered], Awaitable[R | None]],
+) -> R:
+    """Run ``make`` once per idempotency key: a retry of the same request gets what the first
+    attempt made (``load``), another request under the key IDEMPOTENCY_KEY_REUSED."""
+    if key is None:
+        return await make()
+    operation, digest = current_operation.get()
+    scope = context.principal.idempotency_scope
+    earlier = await idempotency.recall(session, scope, key, operation, digest)
+    if earlier is not None:
+        again = await load(earlier)
+        if again is not None:
+            return again
+    result = await make()
+    entity_id, created = identify(result)
+    await idempotency.remember(session, scope, key, operation, digest, entity_id, created)
+    return result
 
 
 def _audit_entry(context: Context, outcome: str, codes: tuple[str, ...]) -> audit.AuditEntry:

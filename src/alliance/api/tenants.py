@@ -8,7 +8,7 @@ import strawberry
 
 from alliance.api.context import Info
 from alliance.api.ids import from_cursor, to_global_id
-from alliance.api.mutations import run_in_transaction
+from alliance.api.mutations import made_once, run_in_transaction
 from alliance.api.types import Connection, Node, UserError, build_connection, page_size
 from alliance.auth.principal import STORES_WRITE, TENANTS_READ, TENANTS_WRITE
 from alliance.tenants import green, service
@@ -98,6 +98,9 @@ class CreateTenantInput:
     code: str = strawberry.field(description="Unique lowercase slug, e.g. `sunrise-supermarket`.")
     name: str
     category: TenantCategory
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Optional: a retry with the same key returns what the first attempt made."
+    )
 
 
 @strawberry.type
@@ -129,6 +132,9 @@ class CreateStoreInput:
     code: str
     name: str
     city: str | None = None
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Optional: a retry with the same key returns what the first attempt made."
+    )
 
 
 @strawberry.type
@@ -174,7 +180,14 @@ class TenantMutations:
         info.context.require(TENANTS_WRITE, "operator")
 
         async def create(session):  # type: ignore[no-untyped-def]
-            return await service.create_tenant(session, input.code.strip(), input.name, input.category)
+            return await made_once(
+                session,
+                info.context,
+                input.idempotency_key,
+                lambda: service.create_tenant(session, input.code.strip(), input.name, input.category),
+                lambda tenant: (tenant.id, True),
+                lambda earlier: service.tenant_by_id(session, earlier.entity_id),
+            )
 
         result = await run_in_transaction(info.context, create)
         if isinstance(result, list):
@@ -223,7 +236,14 @@ class TenantMutations:
             )
 
         async def create(session):  # type: ignore[no-untyped-def]
-            return await service.create_store(session, tenant_code, input.code, input.name, input.city)
+            return await made_once(
+                session,
+                info.context,
+                input.idempotency_key,
+                lambda: service.create_store(session, tenant_code, input.code, input.name, input.city),
+                lambda store: (store.id, True),
+                lambda earlier: session.get(Store, earlier.entity_id),
+            )
 
         result = await run_in_transaction(info.context, create)
         if isinstance(result, list):
