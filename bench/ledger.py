@@ -1053,18 +1053,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def bench_server(args: argparse.Namespace) -> tuple[URL, Path | None]:
+    """The server to benchmark on: ``--database-url``, or an embedded one in ``--data-dir``."""
+    if args.database_url:
+        return to_async_url(args.database_url), None
+    from alliance.db.embedded import start_embedded_postgres
+
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    server_url = make_url(start_embedded_postgres(args.data_dir))
+    print(f"embedded PostgreSQL in {args.data_dir / 'pgdata'}")
+    return server_url, args.data_dir / "pgdata"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    embedded = None
-    if args.database_url:
-        server_url = to_async_url(args.database_url)
-    else:
-        from alliance.db.embedded import start_embedded_postgres
-
-        args.data_dir.mkdir(parents=True, exist_ok=True)
-        server_url = make_url(start_embedded_postgres(args.data_dir))
-        embedded = args.data_dir / "pgdata"
-        print(f"embedded PostgreSQL in {embedded}")
+    server_url, embedded = bench_server(args)
     owner_url = server_url.set(database=DB_NAME)
     settings = Settings(
         database_url=owner_url.render_as_string(hide_password=False),

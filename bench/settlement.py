@@ -51,15 +51,15 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from alliance.config import Settings
 from alliance.db import Database
-from alliance.db.database import OPERATOR, run_sql, to_async_url
+from alliance.db.database import OPERATOR, run_sql
 from alliance.db.migrate import upgrade
 from alliance.settlement.periods import period_bounds
 from alliance.settlement.service import expire_lots, reconcile, run_settlement, set_terms
-from ledger import CATEGORIES, admin, asyncpg_dsn, code_version, load, verify
+from ledger import CATEGORIES, admin, asyncpg_dsn, bench_server, code_version, load, verify
 
 DB_NAME = "alliance_bench_settlement"
 APP_ROLE = "alliance_bench_settlement_app"
@@ -876,16 +876,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    embedded = None
-    if args.database_url:
-        server_url = to_async_url(args.database_url)
-    else:
-        from alliance.db.embedded import start_embedded_postgres
-
-        args.data_dir.mkdir(parents=True, exist_ok=True)
-        server_url = make_url(start_embedded_postgres(args.data_dir))
-        embedded = args.data_dir / "pgdata"
-        print(f"embedded PostgreSQL in {embedded}")
+    server_url, embedded = bench_server(args)
     owner_url = server_url.set(database=DB_NAME)
     settings = Settings(
         database_url=owner_url.render_as_string(hide_password=False),

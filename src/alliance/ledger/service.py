@@ -473,6 +473,19 @@ async def extend_expiry(
     )
 
 
+def _spend_request(
+    member_number: str, points: int, asset: str, order_ref: str, store_code: str | None
+) -> dict[str, Any]:
+    """The validated request of a redemption or a hold (as hashed for idempotency)."""
+    return {
+        "member": member_number,
+        "points": check_points(points),
+        "asset": check_asset(asset),
+        "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
+        "store": store_code,
+    }
+
+
 async def redeem_points(
     db: Database,
     poster: Poster,
@@ -485,13 +498,7 @@ async def redeem_points(
     asset: str,
 ) -> Payload:
     assert poster.tenant_id is not None, "redeeming is a merchant operation"
-    request = {
-        "member": member_number,
-        "points": check_points(points),
-        "asset": check_asset(asset),
-        "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
-        "store": store_code,
-    }
+    request = _spend_request(member_number, points, asset, order_ref, store_code)
     return await post_idempotent(
         db,
         "ledger_redeem",
@@ -529,14 +536,7 @@ async def hold_points(
             f"timeoutSeconds must be 60-{limits.HOLD_TIMEOUT_MAX_SECONDS}",
             "timeoutSeconds",
         )
-    request = {
-        "member": member_number,
-        "points": check_points(points),
-        "asset": check_asset(asset),
-        "order": check_text(order_ref, "orderRef", limits.MAX_ORDER_REF, required=True),
-        "store": store_code,
-        "timeout": timeout,
-    }
+    request = _spend_request(member_number, points, asset, order_ref, store_code) | {"timeout": timeout}
     return await post_idempotent(
         db,
         "ledger_hold",
