@@ -311,3 +311,15 @@ async def test_withdraw_cancels_pending_redemptions_and_restores_their_points(
         pk(pending_bob["redemption"]["id"]),
     ]
     await assert_books_balance(db)
+
+
+async def test_a_retried_create_reward_makes_one_reward(make_merchant):
+    mart = await make_merchant()
+    request = {"kind": "GOODS", "name": "Rice", "points": 1000, "idempotencyKey": unique("k")}
+    first = await mart.api(CREATE, i=request)
+    again = await mart.api(CREATE, i=request)
+    assert first == again and first["createReward"]["reward"] is not None, "the retry gets the same reward"
+    assert len(await all_rewards(mart.api)) == 1
+    reused = await mart.api(CREATE, i=request | {"name": "Noodles"})
+    assert errors(reused["createReward"]) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert len(await all_rewards(mart.api)) == 1, "a refused request makes nothing"

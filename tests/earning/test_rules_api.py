@@ -804,3 +804,20 @@ async def test_a_rule_applies_at_once_even_if_an_earn_reloaded_the_cache_while_i
 
     tx = await earned(merchant, number, "100", category="baby_formula")
     assert (tx["points"], lines(tx)) == (200, [base(100), bonus("formula-2x", 100, "2")])
+
+
+async def test_a_retried_definition_or_retirement_makes_one_version(make_merchant):
+    merchant = await make_merchant()
+    request = {"code": "std", "kind": "BASE", "config": {"rate": "2"}, "idempotencyKey": unique("k")}
+    first = (await merchant.api(DEFINE, i=request))["defineEarningRule"]
+    again = (await merchant.api(DEFINE, i=request))["defineEarningRule"]
+    assert first["userErrors"] == [] and again == first, "the retry answers with the same version"
+    versions = [r for r in (await merchant.api(RULES))["earningRules"] if r["code"] == "std"]
+    assert [r["id"] for r in versions] == [first["rule"]["id"]]
+
+    retirement = {"code": "std", "idempotencyKey": unique("k")}
+    retired = (await merchant.api(RETIRE, i=retirement))["retireEarningRule"]
+    assert retired["userErrors"] == [] and retired["rule"]["effectiveUntil"] is not None
+    assert (await merchant.api(RETIRE, i=retirement))["retireEarningRule"] == retired
+    unkeyed = (await merchant.api(RETIRE, i={"code": "std"}))["retireEarningRule"]
+    assert unkeyed["rule"] is None and unkeyed["userErrors"], "without the key the retry is a second request"

@@ -139,8 +139,11 @@ async def test_worked_example_settles_to_the_cent(settings, operator, make_merch
     }
     outsider = await four_s.api(dispute, i=line)
     assert outsider["disputeSettlementLine"]["userErrors"] == [{"code": "LINE_NOT_FOUND"}]
-    raised = (await hotel.api(dispute, i=line))["disputeSettlementLine"]["dispute"]
+    keyed = line | {"idempotencyKey": unique("dispute")}
+    raised = (await hotel.api(dispute, i=keyed))["disputeSettlementLine"]["dispute"]
     assert (raised["status"], raised["raisedBy"]) == ("OPEN", hotel.code)
+    retried = (await hotel.api(dispute, i=keyed))["disputeSettlementLine"]
+    assert retried == {"dispute": raised, "userErrors": []}, "a retried dispute is the same dispute"
     resolve = """mutation($i: ResolveDisputeInput!) { resolveDispute(input: $i) { dispute { status resolution } userErrors { code } } }"""
     resolved = await operator(resolve, i={"disputeId": raised["id"], "resolution": "checked: 300 is right"})
     assert resolved["resolveDispute"]["dispute"] == {
@@ -152,9 +155,15 @@ async def test_worked_example_settles_to_the_cent(settings, operator, make_merch
     )
     assert seen_by_four_s["settlementBatch"]["disputes"] == []
 
-    approve = "mutation($id: ID!) { approveSettlement(input: {batchId: $id}) { batch { status } userErrors { code } } }"
-    approved = (await operator(approve, id=batch["id"]))["approveSettlement"]
+    approve = """mutation($id: ID!, $k: String) { approveSettlement(input: {batchId: $id, idempotencyKey: $k}) {
+      batch { status } userErrors { code } } }"""
+    approval_key = unique("approve")
+    approved = (await operator(approve, id=batch["id"], k=approval_key))["approveSettlement"]
     assert approved["batch"] and approved["batch"]["status"] == "APPROVED", approved
+    retried_approval = (await operator(approve, id=batch["id"], k=approval_key))["approveSettlement"]
+    assert retried_approval == approved, "a retried approval answers as the first did"
+    unkeyed = (await operator(approve, id=batch["id"], k=None))["approveSettlement"]
+    assert [e["code"] for e in unkeyed["userErrors"]] == ["BATCH_NOT_DRAFT"], unkeyed
     rerun = (await operator(RUN, i={"asset": "POINTS", "periodStart": month.isoformat()}))["runSettlement"]
     assert [e["code"] for e in rerun["userErrors"]] == ["BATCH_NOT_DRAFT"]
 

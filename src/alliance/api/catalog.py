@@ -15,8 +15,8 @@ import strawberry
 from alliance.api.context import Info
 from alliance.api.ids import from_cursor, to_global_id
 from alliance.api.ledger import BigInt, PointsPayload, pk_of, poster, refusal, shape
-from alliance.api.mutations import run_in_transaction, user_error
-from alliance.api.types import Connection, Node, UserError, build_connection, page_size
+from alliance.api.mutations import made_once_row, run_in_transaction, user_error
+from alliance.api.types import Connection, Node, UserError, build_connection, page_size, retry_key
 from alliance.auth.principal import CATALOG_WRITE, LEDGER_READ, POINTS_REDEEM, TENANTS_READ
 from alliance.catalog import service
 from alliance.catalog.models import PointsPaymentSettings, Redemption, Reward
@@ -245,6 +245,7 @@ class CreateRewardInput:
     available_until: datetime | None = None
     min_tier: str | None = strawberry.field(default=None, description="A tier code, e.g. GOLD.")
     per_member_limit: int | None = None
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.input(description="Only the fields given change; null clears an optional field.")
@@ -526,7 +527,14 @@ class CatalogMutations:
         tenant_id = principal.tenant_id
 
         async def create(session):  # type: ignore[no-untyped-def]
-            return await _reward_row(session, await service.create_reward(session, tenant_id, _spec(input)))
+            reward = await made_once_row(
+                session,
+                info.context,
+                input.idempotency_key,
+                Reward,
+                lambda: service.create_reward(session, tenant_id, _spec(input)),
+            )
+            return await _reward_row(session, reward)
 
         result = await run_in_transaction(info.context, create)
         if isinstance(result, list):

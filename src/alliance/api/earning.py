@@ -12,8 +12,8 @@ from strawberry.scalars import JSON
 from alliance.api.context import Info
 from alliance.api.ids import to_global_id
 from alliance.api.ledger import AwardPointsPayload, posted, poster
-from alliance.api.mutations import run_in_transaction
-from alliance.api.types import Node, UserError
+from alliance.api.mutations import made_once_row, run_in_transaction
+from alliance.api.types import Node, UserError, retry_key
 from alliance.auth.principal import POINTS_EARN, RULES_WRITE, TENANTS_READ
 from alliance.earning import service
 from alliance.earning.models import EarningRule
@@ -82,6 +82,7 @@ class DefineEarningRuleInput:
     funded_by: Funding = Funding.MERCHANT
     effective_from: datetime | None = None
     effective_until: datetime | None = None
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.type
@@ -94,6 +95,7 @@ class EarningRulePayload:
 class RetireEarningRuleInput:
     code: str
     at: datetime | None = None
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.input
@@ -131,15 +133,21 @@ class EarningMutations:
         config: dict[str, Any] = input.config if isinstance(input.config, dict) else {}
 
         async def define(session):  # type: ignore[no-untyped-def]
-            return await service.define_rule(
+            return await made_once_row(
                 session,
-                tenant_id,
-                input.code,
-                input.kind.value,
-                config,
-                input.funded_by.value,
-                input.effective_from,
-                input.effective_until,
+                info.context,
+                input.idempotency_key,
+                EarningRule,
+                lambda: service.define_rule(
+                    session,
+                    tenant_id,
+                    input.code,
+                    input.kind.value,
+                    config,
+                    input.funded_by.value,
+                    input.effective_from,
+                    input.effective_until,
+                ),
             )
 
         result = await run_in_transaction(info.context, define)
@@ -153,7 +161,13 @@ class EarningMutations:
         tenant_id = _rule_owner(info)
 
         async def retire(session):  # type: ignore[no-untyped-def]
-            return await service.retire_rule(session, tenant_id, input.code, input.at)
+            return await made_once_row(
+                session,
+                info.context,
+                input.idempotency_key,
+                EarningRule,
+                lambda: service.retire_rule(session, tenant_id, input.code, input.at),
+            )
 
         result = await run_in_transaction(info.context, retire)
         if isinstance(result, list):

@@ -10,7 +10,7 @@ from alliance.api import ledger, tiers
 from alliance.api.context import Info
 from alliance.api.ids import to_global_id
 from alliance.api.mutations import made_once, run_in_transaction
-from alliance.api.types import Connection, Node, UserError
+from alliance.api.types import Connection, Node, UserError, retry_key
 from alliance.auth.principal import MEMBERS_READ, MEMBERS_WRITE
 from alliance.errors import NotFound
 from alliance.members import service
@@ -101,9 +101,7 @@ class EnrollMemberInput:
     )
     name: str | None = None
     birthday: date | None = None
-    idempotency_key: str | None = strawberry.field(
-        default=None, description="Optional: a retry with the same key returns what the first attempt made."
-    )
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.type

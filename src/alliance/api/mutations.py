@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -62,6 +62,25 @@ async def made_once(
     entity_id, created = identify(result)
     await idempotency.remember(session, scope, key, operation, digest, entity_id, created)
     return result
+
+
+async def made_once_row(
+    session: AsyncSession,
+    context: Context,
+    key: str | None,
+    model: type[Any],
+    make: Callable[[], Awaitable[R]],
+) -> R:
+    """`made_once` for the common case: the mutation makes or changes one row of ``model``, and a
+    retry under the same key gets that row as it is now."""
+    return await made_once(
+        session,
+        context,
+        key,
+        make,
+        lambda row: (row.id, True),  # type: ignore[attr-defined]
+        lambda earlier: session.get(model, earlier.entity_id),
+    )
 
 
 def _audit_entry(context: Context, outcome: str, codes: tuple[str, ...]) -> audit.AuditEntry:

@@ -12,13 +12,13 @@ import strawberry
 
 from alliance.api.context import Info
 from alliance.api.ids import from_cursor, from_global_id, to_global_id
-from alliance.api.mutations import run_in_transaction, user_error
-from alliance.api.types import Connection, Node, UserError, build_connection, page_size
+from alliance.api.mutations import made_once_row, run_in_transaction, user_error
+from alliance.api.types import Connection, Node, UserError, build_connection, page_size, retry_key
 from alliance.auth.principal import SETTLEMENT_READ, SETTLEMENT_WRITE
 from alliance.errors import DomainError
 from alliance.ledger.service import Poster
 from alliance.settlement import service
-from alliance.settlement.models import SettlementBatch, SettlementTerms
+from alliance.settlement.models import SettlementBatch, SettlementDispute, SettlementTerms
 from alliance.tenants.service import tenant_by_code
 
 
@@ -288,6 +288,7 @@ class SettlementBatchPayload:
 @strawberry.input
 class ApproveSettlementInput:
     batch_id: strawberry.ID
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.input
@@ -295,6 +296,7 @@ class MarkSettlementPaidInput:
     batch_id: strawberry.ID
     party: str = strawberry.field(description="The tenant code whose payment is recorded, or OPERATOR.")
     payment_reference: str
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.enum
@@ -342,12 +344,14 @@ class DisputeSettlementLineInput:
     issuer_code: str
     redeemer_code: str
     reason: str
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.input
 class ResolveDisputeInput:
     dispute_id: strawberry.ID
     resolution: str
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.type
@@ -365,6 +369,7 @@ class SetSettlementTermsInput:
     model: str = "PROVENANCE_NETTING"
     currency: str = "CNY"
     period_length: str = "MONTHLY"
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.type
@@ -496,7 +501,13 @@ class SettlementMutations:
         info.context.require(SETTLEMENT_WRITE, "operator")
 
         async def approve(session):  # type: ignore[no-untyped-def]
-            return await service.approve_settlement(session, batch_pk(input.batch_id))
+            return await made_once_row(
+                session,
+                info.context,
+                input.idempotency_key,
+                SettlementBatch,
+                lambda: service.approve_settlement(session, batch_pk(input.batch_id)),
+            )
 
         return await _batch_mutation(info, approve)
 
@@ -507,8 +518,14 @@ class SettlementMutations:
         info.context.require(SETTLEMENT_WRITE, "operator")
 
         async def mark(session):  # type: ignore[no-untyped-def]
-            return await service.mark_settlement_paid(
-                session, batch_pk(input.batch_id), input.party, input.payment_reference
+            return await made_once_row(
+                session,
+                info.context,
+                input.idempotency_key,
+                SettlementBatch,
+                lambda: service.mark_settlement_paid(
+                    session, batch_pk(input.batch_id), input.party, input.payment_reference
+                ),
             )
 
         return await _batch_mutation(info, mark)
@@ -566,8 +583,14 @@ class SettlementMutations:
         info.context.require(SETTLEMENT_READ, "merchant")
 
         async def dispute(session):  # type: ignore[no-untyped-def]
-            row = await service.dispute_line(
-                session, batch_pk(input.batch_id), input.issuer_code, input.redeemer_code, input.reason
+            row = await made_once_row(
+                session,
+                info.context,
+                input.idempotency_key,
+                SettlementDispute,
+                lambda: service.dispute_line(
+                    session, batch_pk(input.batch_id), input.issuer_code, input.redeemer_code, input.reason
+                ),
             )
             return (await _dispute_nodes(session, [row]))[0]
 
@@ -584,7 +607,13 @@ class SettlementMutations:
             type_name, pk = from_global_id(input.dispute_id, "disputeId")
             if type_name != "SettlementDispute":
                 raise DomainError("INVALID_ID", "disputeId must be a SettlementDispute id", "disputeId")
-            row = await service.resolve_dispute(session, pk, input.resolution)
+            row = await made_once_row(
+                session,
+                info.context,
+                input.idempotency_key,
+                SettlementDispute,
+                lambda: service.resolve_dispute(session, pk, input.resolution),
+            )
             return (await _dispute_nodes(session, [row]))[0]
 
         result = await run_in_transaction(info.context, resolve)
@@ -599,15 +628,21 @@ class SettlementMutations:
         info.context.require(SETTLEMENT_WRITE, "operator")
 
         async def set_terms(session):  # type: ignore[no-untyped-def]
-            return await service.set_terms(
+            return await made_once_row(
                 session,
-                input.asset,
-                input.model.lower(),
-                input.settlement_value,
-                input.currency,
-                input.fee_bps,
-                input.period_length.lower(),
-                input.effective_from,
+                info.context,
+                input.idempotency_key,
+                SettlementTerms,
+                lambda: service.set_terms(
+                    session,
+                    input.asset,
+                    input.model.lower(),
+                    input.settlement_value,
+                    input.currency,
+                    input.fee_bps,
+                    input.period_length.lower(),
+                    input.effective_from,
+                ),
             )
 
         result = await run_in_transaction(info.context, set_terms)

@@ -9,7 +9,7 @@ import strawberry
 from alliance.api.context import Info
 from alliance.api.ids import from_cursor, to_global_id
 from alliance.api.mutations import made_once, run_in_transaction
-from alliance.api.types import Connection, Node, UserError, build_connection, page_size
+from alliance.api.types import Connection, Node, UserError, build_connection, page_size, retry_key
 from alliance.auth.principal import STORES_WRITE, TENANTS_READ, TENANTS_WRITE
 from alliance.tenants import green, service
 from alliance.tenants.models import Store, Tenant
@@ -98,9 +98,7 @@ class CreateTenantInput:
     code: str = strawberry.field(description="Unique lowercase slug, e.g. `sunrise-supermarket`.")
     name: str
     category: TenantCategory
-    idempotency_key: str | None = strawberry.field(
-        default=None, description="Optional: a retry with the same key returns what the first attempt made."
-    )
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.type
@@ -132,9 +130,7 @@ class CreateStoreInput:
     code: str
     name: str
     city: str | None = None
-    idempotency_key: str | None = strawberry.field(
-        default=None, description="Optional: a retry with the same key returns what the first attempt made."
-    )
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.type

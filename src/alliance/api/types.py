@@ -33,6 +33,13 @@ DECIMAL_SCALAR = strawberry.scalar(
 )
 
 
+def retry_key() -> str | None:
+    """The optional ``idempotencyKey`` of a configuration mutation (money-moving ones require theirs)."""
+    return strawberry.field(  # type: ignore[no-any-return]
+        default=None, description="Optional: a retry with the same key returns what the first attempt made."
+    )
+
+
 @strawberry.interface(description="An object with a globally unique, opaque ID.")
 class Node:
     id: strawberry.ID
