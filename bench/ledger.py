@@ -713,6 +713,13 @@ async def graphql_phases(
         "ALLIANCE_GRAPHIQL": "false",
     }
     env.pop("ALLIANCE_APP_DATABASE_URL", None)
+    if args.rate_limit == "off":
+        env["ALLIANCE_RATE_LIMIT_ENABLED"] = "false"
+    else:
+        # The limiter runs (cost, one bucket statement per request) but never refuses: the phase
+        # measures its overhead, not the default per-merchant budget.
+        env["ALLIANCE_RATE_LIMIT_MERCHANT_MAXIMUM"] = str(10**9)
+        env["ALLIANCE_RATE_LIMIT_MERCHANT_RESTORE_RATE"] = str(10**9)
     command = [
         *alliance_command(),
         "serve",
@@ -965,6 +972,10 @@ async def measure(owner_url: URL, settings: Settings, args: argparse.Namespace) 
         "probe_limit": args.probe_limit,
     }
     try:
+        if args.http_only:
+            for run in await graphql_phases(db, data, owner_url, args, tag):
+                runs["graphql" if "earnPoints over" in run.name else "batch"] = run
+            return runs
         runs["earn"] = await drive(
             "(a) earn_points (spread)", domain_earn(db, data, f"{tag}-e"), meter=CpuMeter(), **common
         )
@@ -1046,6 +1057,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reuse", action="store_true", help="keep an existing (seeded) bench database")
     parser.add_argument("--keep", action="store_true", help="do not drop the bench database at the end")
     parser.add_argument("--skip-http", action="store_true", help="skip (d) and (e) over HTTP")
+    parser.add_argument("--http-only", action="store_true", help="only (d) and (e) over HTTP")
+    parser.add_argument(
+        "--rate-limit",
+        choices=("on", "off"),
+        default="on",
+        help="the server's rate limiter in (d)/(e): on with buckets too large to refuse, or off",
+    )
     parser.add_argument("--verify", action="store_true", help="run ledger_verify() at the end")
     args = parser.parse_args(argv)
     if args.batch_concurrency is None:

@@ -16,6 +16,7 @@ from alliance.config import Settings, get_settings
 from alliance.db import Database
 from alliance.db.database import OPERATOR
 from alliance.db.migrate import resolve_owner_url, upgrade
+from alliance.jobs import JobRun, recorded_run
 from alliance.observability import configure_logging
 
 T = TypeVar("T")
@@ -32,6 +33,17 @@ def _with_database(settings: Settings, action: Callable[[Database], Awaitable[T]
             await db.close()
 
     return asyncio.run(run())
+
+
+def _run_job(settings: Settings, job: str, action: Callable[[Database, JobRun], Awaitable[T]]) -> T:
+    """Run a scheduled job recorded in ``job_runs``, so its duration and outcome reach /metrics
+    after its pod is gone."""
+
+    async def run(db: Database) -> T:
+        async with recorded_run(db, job) as record:
+            return await action(db, record)
+
+    return _with_database(settings, run)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -175,11 +187,14 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
     from alliance.ledger.service import verify_ledger
 
-    async def verify(db: Database) -> list:  # type: ignore[type-arg]
+    async def verify(db: Database, run: JobRun) -> list:  # type: ignore[type-arg]
         async with db.transaction(OPERATOR) as session:
-            return await verify_ledger(session)
+            failures = await verify_ledger(session)
+        run.counts = {"failed_checks": len(failures)}
+        run.failed = bool(failures)
+        return failures
 
-    failures = _with_database(settings, verify)
+    failures = _run_job(settings, "ledger_verify", verify)
     if not failures:
         print("ledger verified: every invariant holds")
         return 0
@@ -203,9 +218,10 @@ def cmd_settle(args: argparse.Namespace, settings: Settings) -> int:
         today = date.today()
         start = date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
 
-    async def run(db: Database) -> str:
+    async def run(db: Database, job: JobRun) -> str:
         async with db.transaction(OPERATOR) as session:
             batch = await run_settlement(session, args.asset, start, None)
+            job.counts = {"batch": batch.id, "line_points": batch.line_points}
             return (
                 f"batch {batch.id} {batch.asset} {batch.period_start:%Y-%m-%d}..{batch.period_end:%Y-%m-%d} "
                 f"{batch.status}: {batch.line_points} points, "
@@ -213,7 +229,7 @@ def cmd_settle(args: argparse.Namespace, settings: Settings) -> int:
             )
 
     try:
-        print(_with_database(settings, run))
+        print(_run_job(settings, "settle", run))
     except DomainError as error:
         print(f"error: {error.code}: {error.message}", file=sys.stderr)
         return 2
@@ -278,7 +294,7 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
 
     run_id = str(uuid.uuid4())
 
-    async def expire(db: Database) -> tuple[int, int, int]:
+    async def expire(db: Database, run: JobRun) -> tuple[int, int, int]:
         totals = [0, 0, 0]
 
         async def worker() -> None:
@@ -294,9 +310,10 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
                     return
 
         await asyncio.gather(*(worker() for _ in range(args.workers)))
+        run.counts = {"members": totals[0], "lots": totals[1], "points": totals[2]}
         return totals[0], totals[1], totals[2]
 
-    members, lots, points = _with_database(settings, expire)
+    members, lots, points = _run_job(settings, "expire", expire)
     print(
         f"expiry run {run_id}: {points} points from {lots} lots of {members} member wallets moved to breakage"
     )
@@ -305,9 +322,14 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_birthdays(args: argparse.Namespace, settings: Settings) -> int:
     """Grant birthday gift packs (daily CronJob; running it twice grants once)."""
-    from alliance.earning.jobs import grant_birthday_gifts
+    from alliance.earning.jobs import BirthdayRun, grant_birthday_gifts
 
-    run = _with_database(settings, lambda db: grant_birthday_gifts(db, settings.time_zone))
+    async def grant(db: Database, job: JobRun) -> BirthdayRun:
+        run = await grant_birthday_gifts(db, settings.time_zone)
+        job.counts = {"granted": run.granted, "already_granted": run.already_granted}
+        return run
+
+    run = _run_job(settings, "birthdays", grant)
     print(
         f"birthday gifts: {run.granted} granted, {run.already_granted} had theirs ({run.tenants} merchants)"
     )
@@ -316,13 +338,20 @@ def cmd_birthdays(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tiers_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     """Re-evaluate every member's tier — the nightly CronJob; idempotent, safe to run twice."""
+    from alliance.tiers.models import Evaluation
     from alliance.tiers.service import evaluate
 
-    async def run(db: Database):  # type: ignore[no-untyped-def]
+    async def run(db: Database, job: JobRun) -> Evaluation:
         async with db.transaction(OPERATOR) as session:
-            return await evaluate(session)
+            result = await evaluate(session)
+        job.counts = {
+            "evaluated": result.evaluated,
+            "upgraded": result.upgraded,
+            "downgraded": result.downgraded,
+        }
+        return result
 
-    result = _with_database(settings, run)
+    result = _run_job(settings, "tiers_evaluate", run)
     print(
         f"tiers evaluated for {result.evaluated} members: {result.upgraded} up, {result.downgraded} down "
         f"(grace expired), {result.grace_started} entered and {result.grace_ended} left a grace period"

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     graphiql: bool = True
 
+    # Rate limiting: a bucket of query-cost points per API client (per member for member tokens),
+    # by role: the most a bucket holds (also the largest cost one query may have) and the points
+    # restored per second. See "Rate limits and query cost" in the README.
+    rate_limit_enabled: bool = True
+    rate_limit_operator_maximum: int = Field(default=20_000, gt=0)
+    rate_limit_operator_restore_rate: int = Field(default=1_000, gt=0)
+    rate_limit_merchant_maximum: int = Field(default=10_000, gt=0)
+    rate_limit_merchant_restore_rate: int = Field(default=500, gt=0)
+    rate_limit_member_maximum: int = Field(default=1_000, gt=0)
+    rate_limit_member_restore_rate: int = Field(default=50, gt=0)
+    # Automatic persisted queries kept in PostgreSQL (the oldest go first beyond this).
+    persisted_queries_max: int = Field(default=5_000, gt=0, le=1_000_000)
+
     # /metrics needs `Authorization: Bearer <metrics_token>`; unset, the endpoint is off.
     metrics_token: str | None = None
     access_log: bool = True  # one JSON line per request

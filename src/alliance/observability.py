@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from alliance.jobs import JobSummary
 from alliance.members.phone import mask_phone
 
 GRAPHQL_REQUESTS = Counter(
@@ -30,9 +34,43 @@ LEDGER_POSTINGS = Counter(
     "Ledger postings by operation and outcome (posted, refused, replayed)",
     ["operation", "outcome"],
 )
-JOB_DURATION = Histogram(
-    "alliance_job_seconds", "Duration of scheduled jobs", ["job"], buckets=(0.1, 1, 5, 15, 60, 300, 900, 3600)
-)
+
+
+class _JobRuns(Collector):
+    """The scheduled jobs' latest runs, as read from ``job_runs`` for one scrape."""
+
+    def __init__(self, summaries: list[JobSummary]) -> None:
+        self.summaries = summaries
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        duration = GaugeMetricFamily(
+            "alliance_job_last_duration_seconds", "Duration of the job's latest finished run", labels=["job"]
+        )
+        failed = GaugeMetricFamily(
+            "alliance_job_last_run_failed",
+            "1 if the job's latest finished run failed, else 0",
+            labels=["job"],
+        )
+        success = GaugeMetricFamily(
+            "alliance_job_last_success_timestamp_seconds",
+            "When the job last finished successfully (Unix time)",
+            labels=["job"],
+        )
+        for summary in self.summaries:
+            if summary.last_duration_seconds is not None:
+                duration.add_metric([summary.job], summary.last_duration_seconds)
+                failed.add_metric([summary.job], 1.0 if summary.last_failed else 0.0)
+            if summary.last_success_at is not None:
+                success.add_metric([summary.job], summary.last_success_at.timestamp())
+        yield from (duration, failed, success)
+
+
+def job_metrics(summaries: list[JobSummary]) -> bytes:
+    """The jobs' gauges in Prometheus' text format (appended to the process's own metrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_JobRuns(summaries))
+    return generate_latest(registry)
+
 
 _PHONE = re.compile(r"\+?\b1[3-9]\d{9}\b|\+[1-9]\d{7,14}\b")
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -19,13 +20,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.types import ExecutionResult
 
 from alliance.api.context import Context, Services
 from alliance.api.oauth import jwks_endpoint, token_endpoint
+from alliance.api.persisted import PersistedQueries, PersistedQueryError, requested_hash
 from alliance.api.schema import build_schema
-from alliance.api.transport import GraphQLOverHTTP
+from alliance.api.transport import GraphQLOverHTTP, is_request_error, refuse_mutation_over_get
 from alliance.auth.keys import KeyRing, ensure_signing_key
 from alliance.auth.oidc import ExternalIssuer, unverified_issuer, verified_phone
 from alliance.auth.principal import DEFAULT_SCOPES, Principal
@@ -34,26 +38,71 @@ from alliance.config import Settings
 from alliance.db import Database
 from alliance.db.database import OPERATOR
 from alliance.db.migrate import is_current
+from alliance.jobs import latest_runs
 from alliance.members.models import Member
+from alliance.observability import job_metrics
+from alliance.ratelimit import RateLimiter
 
 KEY_RELOAD_ON_UNKNOWN_KID_SECONDS = 5.0
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 access_log = structlog.get_logger("alliance.access")
+log = structlog.get_logger("alliance.api")
 DB_POOL_IN_USE = Gauge("alliance_db_pool_connections_in_use", "Connections checked out of the pool")
 
 
 class AllianceGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
         return Context(
-            request=request, services=request.app.state.services, principal=request.state.principal
+            request=request,
+            response=response,
+            services=request.app.state.services,
+            principal=request.state.principal,
         )
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:  # type: ignore[override]
-        """Every error leaves with a code, even one raised before the extensions ran (a cached parse)."""
+        """Every error leaves with a code, even one raised before the extensions ran (a cached parse);
+        a request error (nothing executed) has no ``data`` entry, as the GraphQL spec asks."""
         response = await super().process_result(request, result)
         for error in response.get("errors") or []:
-            error.setdefault("extensions", {}).setdefault("code", "GRAPHQL_VALIDATION_FAILED")
+            error.setdefault("extensions", {}).setdefault("code", "GRAPHQL_VALIDATION_FAILED")  # type: ignore[union-attr]
+        if is_request_error(response.get("data"), response.get("errors")):  # type: ignore[arg-type]
+            response.pop("data", None)
         return response
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """Not for a GET naming a persisted query (it has ``extensions`` and no ``query``)."""
+        return super().should_render_graphql_ide(request) and not request.query_params.get("extensions")
+
+    async def execute_single(  # type: ignore[override]
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Persisted queries resolved to their text, mutations over GET refused, then execution."""
+        persisted: PersistedQueries = request.app.state.persisted_queries
+        query = request_data.query
+        try:
+            sha256 = requested_hash(request_data.extensions)
+            if sha256 is not None:
+                query = await persisted.resolve(sha256, query)
+        except PersistedQueryError as error:
+            return ExecutionResult(data=None, errors=[error.as_graphql_error()])
+        refused = refuse_mutation_over_get(
+            request_adapter.method, query, request_data.operation_name, sub_response
+        )
+        if refused is not None:
+            return refused
+        result = await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, replace(request_data, query=query)
+        )
+        executed = result.data is not None or any(e.path for e in result.errors or [])
+        if sha256 is not None and request_data.query is not None and executed:
+            await persisted.register(sha256, request_data.query)
+        return result
 
 
 def _unauthorized(description: str) -> JSONResponse:
@@ -119,7 +168,12 @@ class BearerAuthenticated:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        wants_page = (
+            request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and not request.query_params.get("query")
+            and not request.query_params.get("extensions")
+        )
         if wants_page and self.allow_graphiql:
             await self.app(scope, receive, send)
             return
@@ -184,7 +238,13 @@ async def metrics(request: Request) -> Response:
     supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not hmac.compare_digest(supplied.encode(), token.encode()):
         return PlainTextResponse("unauthorized", status_code=401, headers={"WWW-Authenticate": "Bearer"})
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest()
+    try:
+        async with request.app.state.db.transaction(OPERATOR) as session:
+            body += job_metrics(await latest_runs(session))
+    except Exception:  # the process's own metrics are still worth serving without the database
+        log.warning("job metrics unavailable: the database did not answer", exc_info=True)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> PlainTextResponse:
@@ -244,13 +304,16 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
         middleware=[Middleware(RequestContext, access_log=settings.access_log)],
     )
     app.state.db = db
-    app.state.services = Services(settings=settings, db=db)
+    app.state.services = Services(
+        settings=settings, db=db, rate_limiter=RateLimiter.from_settings(db, settings)
+    )
     app.state.keyring = keyring
     app.state.external_issuers = {
         entry["issuer"]: ExternalIssuer(entry["issuer"], entry["jwks_url"], entry["audience"])
         for entry in settings.member_oidc_issuers
     }
     app.state.token_issuer = TokenIssuer(settings, keyring)
+    app.state.persisted_queries = PersistedQueries(db, settings.persisted_queries_max)
     app.state.reload_keys = reload_keys
     app.state.refresh_keys_if_stale = refresh_keys_if_stale
     return app

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
+from starlette.responses import Response
 from strawberry.types import Info as StrawberryInfo
 
 from alliance.api.errors import forbidden
 from alliance.auth.principal import Principal
 from alliance.config import Settings
 from alliance.db import Database
+from alliance.ratelimit import RateLimiter
 
 
 @dataclass
@@ -22,11 +24,13 @@ class Services:
 
     settings: Settings
     db: Database
+    rate_limiter: RateLimiter
 
 
 @dataclass
 class Context:
     request: Request
+    response: Response  # headers and status set here are merged into the HTTP response
     services: Services
     principal: Principal
 

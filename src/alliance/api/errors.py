@@ -8,6 +8,7 @@ a generic message, and the real exception goes to the server log only.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
@@ -31,7 +32,7 @@ class StableErrors(MaskErrors):
         original = error.original_error
         if original is None:
             code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
-            return self._with_code(error, error.message, code)
+            return self._with_code(error, error.message, code, error.extensions)
         if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
             return self._with_code(error, original.message, original.extensions["code"])
         if isinstance(original, DomainError):
@@ -43,12 +44,15 @@ class StableErrors(MaskErrors):
         return self._with_code(error, self.error_message, "INTERNAL_ERROR")
 
     @staticmethod
-    def _with_code(error: GraphQLError, message: str, code: str) -> GraphQLError:
+    def _with_code(
+        error: GraphQLError, message: str, code: str, extensions: dict[str, Any] | None = None
+    ) -> GraphQLError:
+        """The error with ``code``; ``extensions`` (our own errors' details) are kept."""
         return GraphQLError(
             message,
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,
             path=error.path,
-            extensions={"code": code},
+            extensions={**(extensions or {}), "code": code},
         )

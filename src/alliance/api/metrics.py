@@ -12,6 +12,7 @@ from typing import Any
 from graphql import OperationDefinitionNode
 from strawberry.extensions import SchemaExtension
 
+from alliance.api.cost import THROTTLED
 from alliance.observability import GRAPHQL_LATENCY, GRAPHQL_REQUESTS
 
 
@@ -27,7 +28,10 @@ def _operation_name(document: Any, declared: str | None) -> str:
 
 
 def _outcome(result: Any) -> str:
-    if result is None or getattr(result, "errors", None):
+    errors = getattr(result, "errors", None)
+    if errors and any((error.extensions or {}).get("code") == THROTTLED for error in errors):
+        return "throttled"
+    if result is None or errors:
         return "error"
     data = getattr(result, "data", None) or {}
     refused = any(isinstance(value, dict) and value.get("userErrors") for value in data.values())

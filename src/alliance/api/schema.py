@@ -18,6 +18,7 @@ from strawberry.tools import merge_types
 
 from alliance.api.audit import AuditQueries
 from alliance.api.catalog import CatalogMutations, CatalogQueries, RedemptionNode, RewardNode
+from alliance.api.cost import QueryCost
 from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
 from alliance.api.ledger import (
@@ -109,6 +110,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         extensions=[
             OperationMetrics,
             StableErrors,
+            QueryCost,
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=512),

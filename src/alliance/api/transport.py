@@ -1,18 +1,26 @@
 """GraphQL-over-HTTP details strawberry leaves to us (the GraphQL over HTTP specification):
 
-* a mutation sent with GET is refused with 405 and ``Allow: POST`` (GET must be safe);
+* a mutation sent with GET is refused with 405 and ``Allow: POST`` (GET must be safe) — in
+  `refuse_mutation_over_get`, called by the view once a persisted query's text is known;
+* a request error (nothing executed: a parse or validation error, a persisted query not found,
+  a refusal by the rate limiter) answers without a ``data`` entry (the view drops it);
 * a client that accepts ``application/graphql-response+json`` gets that media type, and a
-  request that fails before execution (a parse or validation error: no ``data``) gets 400.
+  request error gets 400 — or 429 when the rate limiter refused it (THROTTLED; the
+  ``Retry-After`` header says when to retry). ``application/json`` keeps 200 for both, as
+  GraphQL clients and Shopify's API do.
 """
 
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs
+from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.types import ExecutionResult
+
+from alliance.api.cost import THROTTLED
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 MAX_BUFFERED_BYTES = 8 * 1024 * 1024
@@ -28,6 +36,23 @@ def _is_mutation(query: str, operation_name: str | None) -> bool:
     return any(d.operation is not OperationType.QUERY for d in chosen[:1])
 
 
+def refuse_mutation_over_get(
+    method: str, query: str | None, operation_name: str | None, response: Response
+) -> ExecutionResult | None:
+    """A 405 answer for a mutation sent with GET (setting ``response``'s status and Allow), else None."""
+    if method != "GET" or not query or not _is_mutation(query, operation_name):
+        return None
+    response.status_code = 405
+    response.headers["Allow"] = "POST"
+    error = GraphQLError("mutations must be sent with POST", extensions={"code": "METHOD_NOT_ALLOWED"})
+    return ExecutionResult(data=None, errors=[error])
+
+
+def is_request_error(data: object, errors: list[dict[str, Any]] | None) -> bool:
+    """Nothing executed: errors, no data, and no error belongs to a field (no "path")."""
+    return bool(errors) and data is None and not any("path" in e for e in errors or [])
+
+
 class GraphQLOverHTTP:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,24 +61,6 @@ class GraphQLOverHTTP:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "GET":
-            params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            query = params.get("query", [None])[0]
-            if query and _is_mutation(query, params.get("operationName", [None])[0]):
-                response = JSONResponse(
-                    {
-                        "errors": [
-                            {
-                                "message": "mutations must be sent with POST",
-                                "extensions": {"code": "METHOD_NOT_ALLOWED"},
-                            }
-                        ]
-                    },
-                    status_code=405,
-                    headers={"Allow": "POST"},
-                )
-                await response(scope, receive, send)
-                return
         accept = dict(scope.get("headers") or []).get(b"accept", b"").decode("latin-1")
         if GRAPHQL_RESPONSE not in accept:
             await self.app(scope, receive, send)
@@ -86,10 +93,9 @@ class GraphQLOverHTTP:
                     payload = json.loads(body)
                 except ValueError:
                     payload = {}
-                errors = payload.get("errors") if isinstance(payload, dict) else None
-                # Nothing executed: no data, and no error belongs to a field (no "path").
-                if errors and payload.get("data") is None and not any("path" in e for e in errors):
-                    status = 400
+                if isinstance(payload, dict) and is_request_error(payload.get("data"), payload.get("errors")):
+                    codes = {(e.get("extensions") or {}).get("code") for e in payload["errors"]}
+                    status = 429 if THROTTLED in codes else 400
             headers += [
                 (b"content-type", GRAPHQL_RESPONSE.encode() + b"; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Executable, Result, text
+from sqlalchemy import Executable, Result, Row, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -103,9 +103,15 @@ class Database:
         The ledger's write functions carry their own caller identity and run as the owner, so
         they need no access context and no surrounding transaction.
         """
+        row = await self.call_row(statement, params)
+        assert len(row) == 1, "call answers one value; use call_row for several"
+        return row[0]
+
+    async def call_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any]:
+        """`call` for a statement that answers one row of several columns."""
         async with self.engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            return (await autocommit.execute(statement, params)).scalar_one()
+            return (await autocommit.execute(statement, params)).one()
 
     async def close(self) -> None:
         await self.engine.dispose()
