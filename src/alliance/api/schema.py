@@ -18,8 +18,10 @@ from strawberry.tools import merge_types
 
 from alliance.api.audit import AuditQueries
 from alliance.api.catalog import CatalogMutations, CatalogQueries, RedemptionNode, RewardNode
+from alliance.api.clients import ApiClientMutations, ApiClientNode, ApiClientQueries
 from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
+from alliance.api.flows import FlowQueries
 from alliance.api.ledger import (
     BIG_INT_SCALAR,
     AdjustPointsPayload,
@@ -58,6 +60,8 @@ Query = merge_types(
         SettlementQueries,
         CatalogQueries,
         TierQueries,
+        ApiClientQueries,
+        FlowQueries,
     ),
 )
 Mutation = merge_types(
@@ -70,6 +74,7 @@ Mutation = merge_types(
         SettlementMutations,
         CatalogMutations,
         TierMutations,
+        ApiClientMutations,
     ),
 )
 
@@ -95,6 +100,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             RedemptionNode,
             TierChangeNode,
             EarningRuleNode,
+            ApiClientNode,
             EarnPointsPayload,
             AwardPointsPayload,
             RedeemPointsPayload,
