@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         _with_database(settings, prepare)
         _print_demo(settings)
-    settings = settings.model_copy(update={"access_log": args.access_log})
+    settings = settings.model_copy(update={"access_log": args.access_log, "demo": args.demo or settings.demo})
     if args.workers == 1:
         app = create_app(owner_url, settings)
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Worker processes build the app from the environment; point them at the same database.
     os.environ["DATABASE_URL"] = owner_url
     os.environ["ALLIANCE_ACCESS_LOG"] = "true" if args.access_log else "false"
+    os.environ["ALLIANCE_DEMO"] = "true" if settings.demo else "false"
     uvicorn.run(
         "alliance.api.app:create_app_from_environment",
         factory=True,

@@ -62,6 +62,24 @@ class Settings(BaseSettings):
     pool_size: int = 20
     time_zone: str = "Asia/Shanghai"
 
+    # Demo mode (`alliance serve --demo`): demo personas at /oauth/demo and one-click member sign-in.
+    demo: bool = False
+
+    # Member sign-in by phone and one-time code. `sms_sender`: "log" (writes the code to the log;
+    # development), "memory" (tests), or "package.module:factory" for a real SMS gateway. Unset:
+    # the log sender in demo mode, otherwise phone sign-in is off.
+    sms_sender: str | None = None
+    otp_ttl_seconds: int = Field(default=300, ge=60, le=900)
+    otp_max_attempts: int = Field(default=5, ge=1, le=10)  # wrong codes before a code is void
+    otp_resend_seconds: int = Field(default=60, ge=0, le=600)  # per phone, between two codes
+    otp_phone_per_hour: int = Field(default=5, ge=1, le=100)  # codes sent to one phone per hour
+    otp_ip_per_hour: int = Field(default=30, ge=1, le=10000)  # codes requested from one IP per hour
+    otp_failures_per_hour: int = Field(default=10, ge=1, le=100)  # wrong codes per phone before lockout
+    # External member issuers the browser may sign in with (authorization code + PKCE), JSON list of
+    # {"issuer", "name", "authorization_endpoint", "token_endpoint", "client_id", "scope"}; each
+    # issuer must also be in `member_oidc_issuers`, which verifies its tokens.
+    member_oidc_providers: list[dict[str, str]] = Field(default_factory=list)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.auth.clients import create_client
@@ -20,7 +20,9 @@ from alliance.catalog.models import Reward, RewardKind
 from alliance.catalog.service import RewardSpec, create_reward, set_points_payment
 from alliance.db import AccessContext, Database
 from alliance.db.database import OPERATOR
+from alliance.demo_history import ensure_demo_terms, seed_history
 from alliance.earning.service import define_rule, forget_cached_rules, list_rules
+from alliance.members.models import Member
 from alliance.members.service import enroll_member
 from alliance.tenants.models import TenantCategory
 from alliance.tenants.service import create_store, store_by_code, tenant_by_code
@@ -60,6 +62,38 @@ class DemoCredential:
     tenant: str | None
     client_id: str
     client_secret: str
+    tenant_name: str | None = None
+
+
+@dataclass(frozen=True)
+class DemoMember:
+    member_id: int
+    member_number: str
+    name: str | None
+    phone: str
+
+
+def demo_credentials() -> list[DemoCredential]:
+    """The demo's API clients with their fixed (public) credentials: the operator, then each merchant."""
+    return [
+        DemoCredential("operator", None, *OPERATOR_CREDENTIALS),
+        *(
+            DemoCredential("merchant", code, *merchant_credentials(code), tenant_name=name)
+            for code, name, _, _ in DEMO_TENANTS
+        ),
+    ]
+
+
+async def demo_members(db: Database) -> list[DemoMember]:
+    """The demo members that exist (after seeding), in the demo's order."""
+    phones = [phone for phone, _, _ in DEMO_MEMBERS]
+    async with db.transaction(OPERATOR) as session:
+        rows = (await session.exec(select(Member).where(col(Member.phone).in_(phones)))).all()
+    by_phone = {row.phone: row for row in rows if row.status == "active" and row.id is not None}
+    return [
+        DemoMember(m.id, m.member_number, m.name, m.phone)  # type: ignore[arg-type]
+        for m in (by_phone[phone] for phone in phones if phone in by_phone)
+    ]
 
 
 async def _ensure_client(db: Database, role: str, tenant_id: int | None, creds: tuple[str, str]) -> None:
@@ -73,12 +107,14 @@ async def _ensure_client(db: Database, role: str, tenant_id: int | None, creds: 
 async def seed_demo(db: Database) -> list[DemoCredential]:
     credentials = [DemoCredential("operator", None, *OPERATOR_CREDENTIALS)]
     await _ensure_client(db, "operator", None, OPERATOR_CREDENTIALS)
+    tenant_ids: dict[str, int] = {}
     for code, name, category, stores in DEMO_TENANTS:
         async with db.transaction(OPERATOR) as session:
             tenant = await tenant_by_code(session, code) or await create_tenant_row(
                 session, code, name, category
             )
             assert tenant.id is not None
+            tenant_ids[code] = tenant.id
             for store_code, store_name, city in stores:
                 if await store_by_code(session, tenant.id, store_code) is None:
                     await create_store(session, code, store_code, store_name, city)
@@ -103,6 +139,14 @@ async def seed_demo(db: Database) -> list[DemoCredential]:
                     session, tenant.id, points_per_unit=100, max_share=Decimal("0.5"), enabled=True
                 )
     forget_cached_rules()
+    await ensure_demo_terms(db, DEMO_RULES_FROM)
+    await seed_history(
+        db,
+        tenant_ids,
+        {code: merchant_credentials(code)[0] for code in tenant_ids},
+        [member.member_number for member in await demo_members(db)],
+        db.settings.time_zone,
+    )
     return credentials
 
 

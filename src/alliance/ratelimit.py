@@ -3,7 +3,7 @@ member tokens), kept in PostgreSQL so that every gateway replica draws from the 
 
 PostgreSQL rather than Redis: the embedded-PostgreSQL setup has no Redis, and the database is
 already on every request's path. The bucket is one row of an UNLOGGED table (no WAL; see
-``migrations/sql/0014_limits.sql``), and a request costs one statement (`_TAKE`): it refills the
+``migrations/sql/0010_limits.sql``), and a request costs one statement (`_TAKE`): it refills the
 bucket for the time elapsed since its last update, applies what earlier requests still owe or
 are owed, and takes the requested cost if the bucket holds it.
 

@@ -26,13 +26,22 @@ from strawberry.http.base import BaseRequestProtocol
 from strawberry.types import ExecutionResult
 
 from alliance.api.context import Context, Services
-from alliance.api.oauth import jwks_endpoint, token_endpoint
+from alliance.api.oauth import (
+    demo_endpoint,
+    jwks_endpoint,
+    otp_endpoint,
+    providers_endpoint,
+    token_endpoint,
+)
 from alliance.api.persisted import PersistedQueries, PersistedQueryError, requested_hash
 from alliance.api.schema import build_schema
 from alliance.api.transport import GraphQLOverHTTP, is_request_error, refuse_mutation_over_get
+from alliance.api.web import web_routes
 from alliance.auth.keys import KeyRing, ensure_signing_key
 from alliance.auth.oidc import ExternalIssuer, unverified_issuer, verified_phone
 from alliance.auth.principal import DEFAULT_SCOPES, Principal
+from alliance.auth.revocation import RevokedClients
+from alliance.auth.sms import sms_sender_from_settings
 from alliance.auth.tokens import InvalidToken, TokenIssuer
 from alliance.config import Settings
 from alliance.db import Database
@@ -209,13 +218,18 @@ async def authenticate(request: Request, token: str) -> Principal:
     if external is not None:
         return await member_from_external(state.db, external, token)
     try:
-        return issuer.verify(token)
+        principal = issuer.verify(token)
     except InvalidToken:
         # Another replica may have rotated the key moments ago: reload once, at a bounded rate.
         if time.monotonic() - state.keyring.loaded_at < KEY_RELOAD_ON_UNKNOWN_KID_SECONDS:
             raise
         await state.reload_keys()
-        return issuer.verify(token)
+        principal = issuer.verify(token)
+    if principal.client_id is not None:
+        await state.refresh_revocations_if_stale()
+        if principal.client_id in state.revoked_clients:
+            raise InvalidToken("the client was revoked")
+    return principal
 
 
 async def member_from_external(db: Database, external: ExternalIssuer, token: str) -> Principal:
@@ -278,6 +292,16 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
         if keyring.is_stale():
             await reload_keys()
 
+    revoked_clients = RevokedClients(settings.access_token_ttl_seconds)
+
+    async def refresh_revocations_if_stale() -> None:
+        if not revoked_clients.is_stale():
+            return
+        async with revoked_clients.reloading:
+            if revoked_clients.is_stale():  # another request may have reloaded while we waited
+                async with db.transaction(OPERATOR) as session:
+                    await revoked_clients.load(session)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with db.transaction(OPERATOR) as session:
@@ -295,10 +319,14 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
                 methods=["GET", "POST"],
             ),
             Route("/oauth/token", token_endpoint, methods=["POST"]),
+            Route("/oauth/otp", otp_endpoint, methods=["POST"]),
+            Route("/oauth/demo", demo_endpoint, methods=["GET"]),
+            Route("/oauth/providers", providers_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *web_routes(settings),
         ],
         lifespan=lifespan,
         middleware=[Middleware(RequestContext, access_log=settings.access_log)],
@@ -314,8 +342,11 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
     }
     app.state.token_issuer = TokenIssuer(settings, keyring)
     app.state.persisted_queries = PersistedQueries(db, settings.persisted_queries_max)
+    app.state.sms_sender = sms_sender_from_settings(settings)
     app.state.reload_keys = reload_keys
     app.state.refresh_keys_if_stale = refresh_keys_if_stale
+    app.state.revoked_clients = revoked_clients
+    app.state.refresh_revocations_if_stale = refresh_revocations_if_stale
     return app
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from alliance.api.errors import forbidden
@@ -33,6 +35,7 @@ class Context:
     response: Response  # headers and status set here are merged into the HTTP response
     services: Services
     principal: Principal
+    loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -45,6 +48,12 @@ class Context:
             needs = f"scope {scope}" + (f" as {' or '.join(kinds)}" if kinds else "")
             raise forbidden(f"this operation needs {needs}")
         return principal
+
+    def loader(self, name: str, load: Callable[[list[Any]], Awaitable[list[Any]]]) -> DataLoader[Any, Any]:
+        """A request-scoped DataLoader: the fields of one page of results load in one query."""
+        if name not in self.loaders:
+            self.loaders[name] = DataLoader(load_fn=load)
+        return self.loaders[name]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

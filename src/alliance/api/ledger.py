@@ -89,10 +89,59 @@ class TransactionNode(Node):
     breakdown: list[BreakdownLine] = strawberry.field(
         description="Why an earn earned what it did: base points, each rule's contribution, caps."
     )
+    pk: strawberry.Private[int]
+
+    async def _summary(self, info: Info) -> service.TransactionSummary | None:
+        async def load(ids: list[int]) -> list[service.TransactionSummary | None]:
+            async with info.context.transaction() as session:
+                found = await service.transaction_summaries(session, ids)
+            return [found.get(pk) for pk in ids]
+
+        loader = info.context.loader("transaction_summaries", load)
+        summary: service.TransactionSummary | None = await loader.load(self.pk)
+        return summary
+
+    @strawberry.field(description="Code of the merchant it was posted at (null for alliance postings).")
+    async def tenant_code(self, info: Info) -> str | None:
+        summary = await self._summary(info)
+        return summary.tenant_code if summary else None
+
+    @strawberry.field(description="Name of the merchant it was posted at (null for alliance postings).")
+    async def tenant_name(self, info: Info) -> str | None:
+        summary = await self._summary(info)
+        return summary.tenant_name if summary else None
+
+    @strawberry.field(description="Code of the store, when the merchant named one.")
+    async def store_code(self, info: Info) -> str | None:
+        summary = await self._summary(info)
+        return summary.store_code if summary else None
+
+    @strawberry.field(description="Name of the store, when the merchant named one.")
+    async def store_name(self, info: Info) -> str | None:
+        summary = await self._summary(info)
+        return summary.store_name if summary else None
+
+    @strawberry.field(description="The purchase amount an earn was for (null otherwise).")
+    async def amount(self, info: Info) -> Decimal | None:
+        summary = await self._summary(info)
+        return summary.amount if summary else None
+
+    @strawberry.field(description="The currency of `amount`.")
+    async def currency(self, info: Info) -> str | None:
+        summary = await self._summary(info)
+        return summary.currency if summary else None
+
+    @strawberry.field(
+        description="What it did to the member's available points: positive credits, negative debits."
+    )
+    async def balance_change(self, info: Info) -> BigInt:
+        summary = await self._summary(info)
+        return BigInt(summary.balance_change if summary else 0)
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> TransactionNode:
         return cls(
+            pk=data["id"],
             id=strawberry.ID(to_global_id("LedgerTransaction", data["id"])),
             kind=TransactionKind(data["kind"]),
             points=data["points"],
@@ -109,6 +158,7 @@ class TransactionNode(Node):
     @classmethod
     def from_model(cls, tx: LedgerTransaction) -> TransactionNode:
         return cls(
+            pk=tx.id,
             id=strawberry.ID(to_global_id("LedgerTransaction", tx.id)),
             kind=TransactionKind(tx.kind),
             points=tx.points,

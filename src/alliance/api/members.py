@@ -8,9 +8,9 @@ import strawberry
 
 from alliance.api import ledger, tiers
 from alliance.api.context import Info
-from alliance.api.ids import to_global_id
+from alliance.api.ids import from_cursor, to_global_id
 from alliance.api.mutations import made_once, run_in_transaction
-from alliance.api.types import Connection, Node, UserError, retry_key
+from alliance.api.types import Connection, Node, UserError, build_connection, page_size, retry_key
 from alliance.auth.principal import MEMBERS_READ, MEMBERS_WRITE
 from alliance.errors import NotFound
 from alliance.members import service
@@ -124,6 +124,20 @@ class MemberQueries:
             except NotFound:
                 return None
         return MemberNode.from_model(member)
+
+    @strawberry.field(
+        description="Members the caller may see (merchants: linked ones), oldest first; `search` is an"
+        " exact phone number, member number or the merchant's own customer reference."
+    )
+    async def members(
+        self, info: Info, first: int | None = None, after: str | None = None, search: str | None = None
+    ) -> Connection[MemberNode]:
+        info.context.require(MEMBERS_READ, "operator", "merchant")
+        size = page_size(first, info.context.settings.max_page_size)
+        after_id = from_cursor(after)
+        async with info.context.transaction() as session:
+            rows = await service.search_members(session, search, after_id, size + 1)
+        return build_connection(rows, size, lambda m: m.id, MemberNode.from_model, after_id is not None)
 
 
 @strawberry.type

@@ -22,10 +22,13 @@ def user_error(error: DomainError) -> UserError:
 
 
 async def run_in_transaction(
-    context: Context, action: Callable[[AsyncSession], Awaitable[R]]
+    context: Context, action: Callable[[AsyncSession], Awaitable[R]], audit_merchants: bool = False
 ) -> R | list[UserError]:
-    """Run ``action`` in one transaction. A `DomainError` rolls everything back and becomes userErrors."""
-    audited = context.principal.kind == "operator"
+    """Run ``action`` in one transaction. A `DomainError` rolls everything back and becomes userErrors.
+    Operator mutations are audited; ``audit_merchants`` audits a merchant's too (credentials)."""
+    audited = context.principal.kind == "operator" or (
+        audit_merchants and context.principal.kind == "merchant"
+    )
     try:
         async with context.transaction() as session:
             result = await action(session)

@@ -18,9 +18,11 @@ from strawberry.tools import merge_types
 
 from alliance.api.audit import AuditQueries
 from alliance.api.catalog import CatalogMutations, CatalogQueries, RedemptionNode, RewardNode
+from alliance.api.clients import ApiClientMutations, ApiClientNode, ApiClientQueries
 from alliance.api.cost import QueryCost
 from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
+from alliance.api.flows import FlowQueries
 from alliance.api.ledger import (
     BIG_INT_SCALAR,
     AdjustPointsPayload,
@@ -59,6 +61,8 @@ Query = merge_types(
         SettlementQueries,
         CatalogQueries,
         TierQueries,
+        ApiClientQueries,
+        FlowQueries,
     ),
 )
 Mutation = merge_types(
@@ -71,6 +75,7 @@ Mutation = merge_types(
         SettlementMutations,
         CatalogMutations,
         TierMutations,
+        ApiClientMutations,
     ),
 )
 
@@ -96,6 +101,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             RedemptionNode,
             TierChangeNode,
             EarningRuleNode,
+            ApiClientNode,
             EarnPointsPayload,
             AwardPointsPayload,
             RedeemPointsPayload,

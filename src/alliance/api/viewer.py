@@ -10,6 +10,7 @@ import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.api.catalog import RewardNode
+from alliance.api.clients import ApiClientNode
 from alliance.api.context import Info
 from alliance.api.earning import EarningRuleNode
 from alliance.api.ids import from_global_id
@@ -18,6 +19,8 @@ from alliance.api.members import MemberNode
 from alliance.api.settlement import SettlementBatchNode
 from alliance.api.tenants import StoreNode, TenantNode
 from alliance.api.types import Node
+from alliance.auth.clients import tenant_codes
+from alliance.auth.models import ApiClient
 from alliance.catalog import service as catalog_service
 from alliance.earning.models import EarningRule
 from alliance.ledger.models import LedgerTransaction, Lot
@@ -41,6 +44,7 @@ class Viewer:
     scopes: list[str]
     tenant: TenantNode | None
     member: MemberNode | None
+    time_zone: str = strawberry.field(description="The alliance's time zone (IANA), for showing dates.")
 
 
 @strawberry.type
@@ -63,6 +67,7 @@ class ViewerQueries:
             scopes=sorted(principal.scopes),
             tenant=tenant,
             member=member,
+            time_zone=info.context.settings.time_zone,
         )
 
     @strawberry.field(description="Any object by its global ID, if the caller may see it.")
@@ -85,6 +90,14 @@ async def _reward(session: AsyncSession, pk: int) -> Node | None:
     return None if row is None else RewardNode.from_row(row)
 
 
+async def _api_client(session: AsyncSession, pk: int) -> Node | None:
+    row = await session.get(ApiClient, pk)
+    if row is None:
+        return None
+    codes = await tenant_codes(session, [row])
+    return ApiClientNode.from_model(row, None if row.tenant_id is None else codes[row.tenant_id])
+
+
 NodeLoader = Callable[[AsyncSession, int], Awaitable[Node | None]]
 NODE_LOADERS: dict[str, NodeLoader] = {
     "Tenant": lambda session, pk: _by_model(session, Tenant, pk, TenantNode),
@@ -95,4 +108,5 @@ NODE_LOADERS: dict[str, NodeLoader] = {
     "SettlementBatch": lambda session, pk: _by_model(session, SettlementBatch, pk, SettlementBatchNode),
     "EarningRule": lambda session, pk: _by_model(session, EarningRule, pk, EarningRuleNode),
     "Reward": _reward,
+    "ApiClient": _api_client,
 }

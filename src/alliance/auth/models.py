@@ -23,6 +23,8 @@ class ApiClient(SQLModel, table=True):
     scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     status: str = "active"
     created_at: datetime | None = Field(default=None, sa_column_kwargs={"server_default": "now()"})
+    revoked_at: datetime | None = None
+    secret_rotated_at: datetime | None = None
 
 
 class SigningKey(SQLModel, table=True):

@@ -763,6 +763,44 @@ async def list_lots(
     return list((await session.exec(query)).all())
 
 
+@dataclass(frozen=True, slots=True)
+class TransactionSummary:
+    """Where a posting happened (merchant and store, if any) and what it did to the member's wallet."""
+
+    tenant_code: str | None
+    tenant_name: str | None
+    store_code: str | None
+    store_name: str | None
+    balance_change: int  # credits positive, debits negative: `points` alone carries no sign
+    amount: Decimal | None  # the purchase an earn was for
+    currency: str | None
+
+
+async def transaction_summaries(
+    session: AsyncSession, transaction_ids: list[int]
+) -> dict[int, TransactionSummary]:
+    """Summaries of many transactions in one query (a page of history)."""
+    rows = await run_sql(
+        session,
+        text(
+            "SELECT t.id, tn.code, tn.name, s.code, s.name,"
+            # The wallet's change, from the lots the posting created and the lot movements it made
+            # (equal to the wallet entry, which a merchant's context cannot see).
+            " (SELECT coalesce(sum(l.amount), 0) FROM lots l WHERE l.transaction_id = t.id)"
+            " + (SELECT coalesce(sum(m.points), 0) FROM lot_movements m WHERE m.transaction_id = t.id),"
+            " t.amount, t.currency"
+            " FROM ledger_transactions t"
+            " LEFT JOIN tenants tn ON tn.id = t.tenant_id LEFT JOIN stores s ON s.id = t.store_id"
+            " WHERE t.id = ANY(:ids)"
+        ),
+        {"ids": transaction_ids},
+    )
+    return {
+        row[0]: TransactionSummary(*row[1:5], balance_change=int(row[5]), amount=row[6], currency=row[7])
+        for row in rows
+    }
+
+
 async def transaction_by_id(session: AsyncSession, transaction_id: int) -> LedgerTransaction | None:
     return await session.get(LedgerTransaction, transaction_id)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.db.database import run_sql
@@ -78,3 +79,27 @@ async def external_ref_for(session: AsyncSession, tenant_id: int, member_id: int
         MemberLink.tenant_id == tenant_id, MemberLink.member_id == member_id
     )
     return (await session.exec(query)).first()
+
+
+MAX_SEARCH = 128
+
+
+async def search_members(
+    session: AsyncSession, search: str | None, after_id: int | None, limit: int
+) -> list[Member]:
+    """Members the caller may see (a merchant: those linked to it), in id order; ``search``
+    matches a phone number (any accepted spelling), a member number or a customer reference
+    exactly (a merchant's own references only: row-level security hides the others)."""
+    query = select(Member).order_by(col(Member.id)).limit(limit)
+    if after_id is not None:
+        query = query.where(col(Member.id) > after_id)
+    term = (search or "").strip()
+    if len(term) > MAX_SEARCH:
+        raise DomainError("INVALID_SEARCH", f"search is at most {MAX_SEARCH} characters", "search")
+    if term:
+        by_ref = select(MemberLink.member_id).where(MemberLink.external_ref == term)
+        matches = [col(Member.member_number) == term, col(Member.id).in_(by_ref)]
+        with suppress(DomainError):  # not a phone number: a member number or a reference
+            matches.append(col(Member.phone) == normalize_phone(term, "search"))
+        query = query.where(or_(*matches))
+    return list((await session.exec(query)).all())

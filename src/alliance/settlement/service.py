@@ -217,9 +217,10 @@ class Position:
 
 
 async def batch_lines(session: AsyncSession, batch_id: int, after_id: int | None, limit: int) -> list[Line]:
+    """The batch's lines the caller may see (a merchant: those it issued or redeemed), by id.
+    Both parties' codes come from `party_codes`: a merchant cannot read its counterparty's row."""
     query = (
-        select(SettlementLine, col(Tenant.code).label("issuer"))
-        .join(Tenant, col(Tenant.id) == SettlementLine.issuer_tenant_id)
+        select(SettlementLine)
         .where(SettlementLine.batch_id == batch_id)
         .order_by(col(SettlementLine.id))
         .limit(limit)
@@ -227,18 +228,20 @@ async def batch_lines(session: AsyncSession, batch_id: int, after_id: int | None
     if after_id is not None:
         query = query.where(col(SettlementLine.id) > after_id)
     rows = (await session.exec(query)).all()
-    codes = await party_codes(session, {row[0].redeemer_tenant_id for row in rows})
+    codes = await party_codes(
+        session, {line.issuer_tenant_id for line in rows} | {line.redeemer_tenant_id for line in rows}
+    )
     return [
         Line(
             line.id,
-            issuer,
+            codes[line.issuer_tenant_id],
             codes[line.redeemer_tenant_id],
             line.points,
             line.gross_amount,
             line.fee_amount,
             line.net_amount,
         )
-        for line, issuer in rows
+        for line in rows
     ]
 
 

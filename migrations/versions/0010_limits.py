@@ -1,5 +1,5 @@
 """Limits and operations: query-cost buckets for rate limiting (UNLOGGED), persisted queries,
-and the runs of the scheduled jobs (for /metrics). SQL in ``migrations/sql/0014_limits.sql``.
+and the runs of the scheduled jobs (for /metrics). SQL in ``migrations/sql/0010_limits.sql``.
 
 None of these tables is tenant-owned. The gateway charges the buckets directly; persisted
 queries are written only by their SECURITY DEFINER function; job runs are written by the CLI
@@ -18,7 +18,7 @@ from alembic import op
 
 from alliance.db.migrate import execute_script
 
-revision = "0014"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
@@ -28,7 +28,7 @@ REGISTER = "persisted_query_register(text, text, int)"
 
 def upgrade() -> None:
     app_role = op.get_context().config.attributes["app_role"]
-    execute_script((Path(__file__).parents[1] / "sql" / "0014_limits.sql").read_text())
+    execute_script((Path(__file__).parents[1] / "sql" / "0010_limits.sql").read_text())
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON rate_limit_buckets TO {app_role}")
     op.execute(f"REVOKE ALL ON FUNCTION {REGISTER} FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION {REGISTER} TO {app_role}")

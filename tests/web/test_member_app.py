@@ -1,0 +1,194 @@
+"""The member app in Chromium: sign in, see the balance, redeem, watch it change, in two languages."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+import httpx
+from playwright.sync_api import expect
+from sqlalchemy import text
+
+from alliance.db import Database
+from alliance.demo import DEMO_MEMBERS
+from tests.web.conftest import allow_console_errors, run_async, screenshot
+
+EARN = """mutation($i: EarnPointsInput!) { earnPoints(input: $i) {
+  balance { available } userErrors { code } } }"""
+
+
+def merchant_earns(server: Any, tenant: str, member_number: str, amount: str) -> int:
+    """Points earned at a demo merchant through the public API; returns the new balance."""
+    with httpx.Client(base_url=server.url) as http:
+        creds = (f"demo-{tenant}", f"demo-{tenant}-secret")
+        token = http.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=creds).json()
+        key = secrets.token_hex(8)
+        answer = http.post(
+            "/graphql",
+            json={
+                "query": EARN,
+                "variables": {
+                    "i": {
+                        "memberNumber": member_number,
+                        "amount": amount,
+                        "orderRef": key,
+                        "idempotencyKey": key,
+                    }
+                },
+            },
+            headers={"Authorization": f"Bearer {token['access_token']}"},
+        ).json()
+    assert answer["data"]["earnPoints"]["userErrors"] == [], answer
+    return answer["data"]["earnPoints"]["balance"]["available"]
+
+
+def persona(server: Any, index: int) -> dict[str, str]:
+    return httpx.get(f"{server.url}/oauth/demo").json()["members"][index]
+
+
+def sign_in_as(page: Any, name: str) -> None:
+    page.goto("/app/")
+    page.get_by_role("button", name=f"Sign in as {name}").click()
+    expect(page.get_by_role("heading", name=f"Hello, {name}")).to_be_visible()
+
+
+def shown_balance(page: Any) -> int:
+    return int(re.sub(r"\D", "", page.locator("[data-balance=POINTS]").inner_text()))
+
+
+def test_a_demo_member_redeems_a_reward_and_sees_the_balance_drop(page, server):
+    member = persona(server, 2)
+    merchant_earns(server, "lakeview-hotel", member["memberNumber"], "1000")  # 2 points per CNY
+    page.goto("/app/")
+    screenshot(page, "member-sign-in")
+    sign_in_as(page, member["name"])
+    before = shown_balance(page)
+    assert before >= 2000
+    screenshot(page, "member-home")
+
+    page.get_by_role("link", name="Rewards").click()
+    page.get_by_label("Merchant").select_option(label="Lakeview Hotel")
+    expect(page.locator("ul.rewards")).to_have_attribute("aria-busy", "false")
+    expect(page.locator(".reward").first).to_contain_text("Lakeview Hotel")
+    redeem = page.get_by_role("button", name="Redeem Late checkout until 16:00")
+    redeem.focus()
+    page.keyboard.press("Enter")  # keyboard opens the confirmation; Escape backs out of it
+    dialog = page.get_by_role("dialog", name="Redeem this reward?")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+    redeem.click()
+    expect(dialog).to_contain_text(f"for 800 points. You will have {before - 800:,} points left.")
+    screenshot(page, "member-redeem-confirm")
+    dialog.get_by_role("button", name="Confirm redemption").click()
+    expect(page.get_by_role("status").filter(has_text="Redeemed: Late checkout")).to_be_visible()
+    screenshot(page, "member-rewards")
+
+    page.get_by_role("link", name="Home").click()
+    expect(page.locator("[data-balance=POINTS]")).to_have_text(f"{before - 800:,}")
+    page.get_by_role("link", name="My redemptions").click()
+    first = page.locator(".redemption").first
+    expect(first).to_contain_text("Late checkout until 16:00")
+    expect(first).to_contain_text("Pending")
+    screenshot(page, "member-redemptions")
+
+
+def test_history_lists_every_merchant_and_explains_an_earn(page, server):
+    member = persona(server, 1)
+    merchant_earns(server, "sunrise-mart", member["memberNumber"], "88")
+    sign_in_as(page, member["name"])
+    page.get_by_role("link", name="History").click()
+    latest = page.locator(".tx").first
+    expect(latest).to_contain_text("Sunrise Supermarket")
+    expect(latest).to_contain_text("Earned · ¥88.00 spent")
+    toggle = latest.get_by_role("button")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(latest).to_contain_text("How the points were earned")
+    expect(latest.get_by_role("listitem").first).to_contain_text("1 per CNY+88 Points")
+    screenshot(page, "member-history")
+
+
+def test_the_balance_updates_without_a_reload_when_points_are_earned_elsewhere(page, server):
+    member = persona(server, 1)
+    sign_in_as(page, member["name"])
+    page.locator("[data-balance=POINTS]").wait_for()
+    after = merchant_earns(server, "east-4s", member["memberNumber"], "123")
+    expect(page.locator("[data-balance=POINTS]")).to_have_text(f"{after:,}", timeout=12_000)
+
+
+def test_points_expiring_within_30_days_are_a_warning_with_the_date(page, server, settings):
+    member = persona(server, 0)
+    merchant_earns(server, "sunrise-mart", member["memberNumber"], "40")
+
+    async def expire_soon() -> None:
+        db = Database(settings.database_url, settings)
+        engine = db.owner_engine()
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "UPDATE lots SET expires_at = timestamptz '2026-12-15 23:59:59+08'"
+                        " WHERE id = (SELECT l.id FROM lots l JOIN members m ON m.id = l.member_id"
+                        " WHERE m.member_number = :n AND l.remaining > 0 ORDER BY l.id DESC LIMIT 1)"
+                    ),
+                    {"n": member["memberNumber"]},
+                )
+        finally:
+            await engine.dispose()
+            await db.close()
+
+    run_async(expire_soon())
+    sign_in_as(page, member["name"])
+    expect(page.locator("[data-expiring=POINTS]")).to_contain_text("expire on Dec 15, 2026")
+
+
+def test_sign_in_with_a_code_sent_by_sms(page, server):
+    phone, name, _ = DEMO_MEMBERS[1]
+    page.goto("/app/")
+    page.get_by_label("Mobile number").fill(phone[3:])
+    page.get_by_role("button", name="Send code").click()
+    expect(page.get_by_role("status").filter(has_text="We sent a 6-digit code")).to_be_visible()
+    code = re.search(r"\b(\d{6})\b", server.last_sms_to(phone)).group(1)
+
+    allow_console_errors(page, r"status of 400 .*@ .*/oauth/token")
+    page.get_by_label("6-digit code").fill(f"{(int(code) + 1) % 10**6:06d}")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text("The code is wrong, used or expired.")
+    page.get_by_label("6-digit code").fill(code)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("heading", name=f"Hello, {name}")).to_be_visible()
+
+
+def test_chinese_from_the_browser_and_a_language_switch(new_page, server):
+    page = new_page(locale="zh-CN")
+    page.goto("/app/")
+    expect(page.get_by_role("heading", name="登录", exact=True)).to_be_visible()
+    member = persona(server, 0)
+    page.get_by_role("button", name=f"以 {member['name']} 登录").click()
+    expect(page.get_by_role("heading", name=f"{member['name']}，您好")).to_be_visible()
+    expect(page.get_by_role("link", name="首页")).to_have_attribute("aria-current", "page")
+    screenshot(page, "member-home-zh")
+
+    page.get_by_label("语言").select_option("en")
+    expect(page.get_by_role("heading", name=f"Hello, {member['name']}")).to_be_visible()
+    assert page.evaluate("document.documentElement.lang") == "en"
+    page.reload()  # the choice is remembered
+    expect(page.get_by_role("heading", name=f"Hello, {member['name']}")).to_be_visible()
+
+
+def test_usable_at_375_px(mobile_page, server):
+    member = persona(server, 0)
+    sign_in_as(mobile_page, member["name"])
+    screenshot(mobile_page, "member-home-375")
+    for tab in ("History", "Rewards", "My redemptions"):
+        mobile_page.get_by_role("link", name=tab).click()
+        mobile_page.wait_for_load_state("networkidle")
+        assert mobile_page.evaluate("document.documentElement.scrollWidth") <= 375, tab
+    screenshot(mobile_page, "member-redemptions-375")
+    mobile_page.get_by_role("link", name="Rewards").click()
+    expect(mobile_page.locator(".reward").first).to_be_visible()
+    screenshot(mobile_page, "member-rewards-375")
