@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from alliance.members.phone import mask_phone
 
@@ -32,6 +32,22 @@ LEDGER_POSTINGS = Counter(
 )
 JOB_DURATION = Histogram(
     "alliance_job_seconds", "Duration of scheduled jobs", ["job"], buckets=(0.1, 1, 5, 15, 60, 300, 900, 3600)
+)
+WEBHOOK_DELIVERIES = Counter(
+    "alliance_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, retry, dead; superseded: a lapsed claim's late result)",
+    ["outcome"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "alliance_webhook_request_seconds",
+    "Time for a webhook endpoint to answer",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+WEBHOOK_EVENTS_SWEPT = Counter(
+    "alliance_webhook_swept_events_total", "Events written by the webhook sweep, by type", ["event_type"]
+)
+WEBHOOK_WORKER_HEARTBEAT = Gauge(
+    "alliance_webhook_worker_heartbeat_seconds", "Unix time of the webhook worker's latest loop"
 )
 
 _PHONE = re.compile(r"\+?\b1[3-9]\d{9}\b|\+[1-9]\d{7,14}\b")

@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from strawberry.types import Info as StrawberryInfo
 
 from alliance.api.errors import forbidden
 from alliance.auth.principal import Principal
 from alliance.config import Settings
 from alliance.db import Database
+from alliance.ledger.live import BalanceHub
 
 
 @dataclass
@@ -22,13 +23,24 @@ class Services:
 
     settings: Settings
     db: Database
+    balances: BalanceHub  # this process's LISTEN connection behind balanceChanged
 
 
 @dataclass
 class Context:
-    request: Request
+    """An HTTP request's principal comes from its bearer token before the context is built; a
+    WebSocket's from the ``connection_init`` payload (`connection_params`), before any operation."""
+
+    request: HTTPConnection
     services: Services
-    principal: Principal
+    authenticated: Principal | None
+    connection_params: dict[str, object] | None = None
+    token_expires_at: int | None = None  # WebSocket: when its token expires (Unix seconds)
+
+    @property
+    def principal(self) -> Principal:
+        assert self.authenticated is not None, "no operation runs before authentication"
+        return self.authenticated
 
     @property
     def settings(self) -> Settings:

@@ -37,13 +37,16 @@ from alliance.api.ledger import (
     ReverseTransactionPayload,
     TransactionNode,
 )
+from alliance.api.live import BalanceSubscriptions
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
 from alliance.api.metrics import OperationMetrics
 from alliance.api.settlement import SettlementBatchNode, SettlementMutations, SettlementQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
 from alliance.api.tiers import TierChangeNode, TierMutations, TierQueries
+from alliance.api.transport import WebSocketForSubscriptionsOnly
 from alliance.api.types import DECIMAL_SCALAR
 from alliance.api.viewer import ViewerQueries
+from alliance.api.webhooks import WebhookDeliveryNode, WebhookEndpointNode, WebhookMutations, WebhookQueries
 from alliance.config import Settings
 
 Query = merge_types(
@@ -58,6 +61,7 @@ Query = merge_types(
         SettlementQueries,
         CatalogQueries,
         TierQueries,
+        WebhookQueries,
     ),
 )
 Mutation = merge_types(
@@ -70,8 +74,10 @@ Mutation = merge_types(
         SettlementMutations,
         CatalogMutations,
         TierMutations,
+        WebhookMutations,
     ),
 )
+Subscription = merge_types("Subscription", (BalanceSubscriptions,))
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
@@ -84,6 +90,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[
             TenantNode,
             StoreNode,
@@ -95,6 +102,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             RedemptionNode,
             TierChangeNode,
             EarningRuleNode,
+            WebhookEndpointNode,
+            WebhookDeliveryNode,
             EarnPointsPayload,
             AwardPointsPayload,
             RedeemPointsPayload,
@@ -109,6 +118,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         extensions=[
             OperationMetrics,
             StableErrors,
+            WebSocketForSubscriptionsOnly,
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=512),

@@ -2,17 +2,22 @@
 
 * a mutation sent with GET is refused with 405 and ``Allow: POST`` (GET must be safe);
 * a client that accepts ``application/graphql-response+json`` gets that media type, and a
-  request that fails before execution (a parse or validation error: no ``data``) gets 400.
+  request that fails before execution (a parse or validation error: no ``data``) gets 400;
+* a WebSocket (graphql-transport-ws) carries subscriptions, and only it does.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 MAX_BUFFERED_BYTES = 8 * 1024 * 1024
@@ -98,3 +103,21 @@ class GraphQLOverHTTP:
             await send({"type": "http.response.body", "body": bytes(body)})
 
         await self.app(scope, receive, capture)
+
+
+class WebSocketForSubscriptionsOnly(SchemaExtension):
+    """Subscriptions run over a WebSocket (graphql-transport-ws) and nothing else does: queries and
+    mutations go over HTTP, where the request id, the access log and the rules above apply."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        over_websocket = isinstance(getattr(context.context, "request", None), WebSocket)
+        subscription = context.operation_type is StrawberryOperationType.SUBSCRIPTION
+        if over_websocket and not subscription:
+            raise GraphQLError("queries and mutations are sent over HTTP", extensions={"code": "BAD_REQUEST"})
+        if subscription and not over_websocket:
+            raise GraphQLError(
+                "subscriptions are served over WebSocket (graphql-transport-ws) at /graphql",
+                extensions={"code": "BAD_REQUEST"},
+            )
+        yield

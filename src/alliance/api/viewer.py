@@ -18,12 +18,15 @@ from alliance.api.members import MemberNode
 from alliance.api.settlement import SettlementBatchNode
 from alliance.api.tenants import StoreNode, TenantNode
 from alliance.api.types import Node
+from alliance.api.webhooks import WebhookDeliveryNode, WebhookEndpointNode
 from alliance.catalog import service as catalog_service
 from alliance.earning.models import EarningRule
 from alliance.ledger.models import LedgerTransaction, Lot
 from alliance.members.models import Member
 from alliance.settlement.models import SettlementBatch
 from alliance.tenants.models import Store, Tenant
+from alliance.webhooks import service as webhook_service
+from alliance.webhooks.models import WebhookEndpoint
 
 
 @strawberry.enum
@@ -85,6 +88,11 @@ async def _reward(session: AsyncSession, pk: int) -> Node | None:
     return None if row is None else RewardNode.from_row(row)
 
 
+async def _webhook_delivery(session: AsyncSession, pk: int) -> Node | None:
+    row = await webhook_service.delivery_by_id(session, pk)
+    return None if row is None else WebhookDeliveryNode.from_row(row)
+
+
 NodeLoader = Callable[[AsyncSession, int], Awaitable[Node | None]]
 NODE_LOADERS: dict[str, NodeLoader] = {
     "Tenant": lambda session, pk: _by_model(session, Tenant, pk, TenantNode),
@@ -95,4 +103,6 @@ NODE_LOADERS: dict[str, NodeLoader] = {
     "SettlementBatch": lambda session, pk: _by_model(session, SettlementBatch, pk, SettlementBatchNode),
     "EarningRule": lambda session, pk: _by_model(session, EarningRule, pk, EarningRuleNode),
     "Reward": _reward,
+    "WebhookEndpoint": lambda session, pk: _by_model(session, WebhookEndpoint, pk, WebhookEndpointNode),
+    "WebhookDelivery": _webhook_delivery,
 }

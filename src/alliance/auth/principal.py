@@ -25,6 +25,7 @@ CATALOG_WRITE = "catalog:write"
 RULES_WRITE = "rules:write"
 TIERS_READ = "tiers:read"
 TIERS_WRITE = "tiers:write"
+WEBHOOKS_MANAGE = "webhooks:manage"
 
 ALL_SCOPES = frozenset(
     {
@@ -43,6 +44,7 @@ ALL_SCOPES = frozenset(
         RULES_WRITE,
         TIERS_READ,
         TIERS_WRITE,
+        WEBHOOKS_MANAGE,
     }
 )
 DEFAULT_SCOPES: dict[str, frozenset[str]] = {
