@@ -130,3 +130,20 @@ def test_production_shape():
     assert all(job["spec"]["concurrencyPolicy"] == "Forbid" for job in jobs.values())
     assert docs[("Cluster", "alliance-db")]["spec"]["instances"] == 3
     assert not any(kind == "Secret" for kind, _ in docs), "secrets are referenced, never in the manifests"
+
+
+def test_webhook_worker_shape():
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render(K8S / "overlays" / "prod")}
+    worker = docs[("Deployment", "alliance-webhooks")]["spec"]
+    assert worker["replicas"] == 2
+    pod = worker["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][:2] == ["webhooks", "run"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert container["image"].startswith("registry.example.com/alliance:")
+    policy = docs[("NetworkPolicy", "alliance-webhooks")]["spec"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "webhooks"
+    public = next(rule for rule in policy["egress"] if "ipBlock" in rule["to"][0])
+    assert {"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8"} <= set(public["to"][0]["ipBlock"]["except"])

@@ -5,7 +5,7 @@ None of these tables is tenant-owned. The gateway charges the buckets directly; 
 queries are written only by their SECURITY DEFINER function; job runs are written by the CLI
 jobs in an operator context, which row-level security requires.
 
-Revision ID: 0014
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-24
 """

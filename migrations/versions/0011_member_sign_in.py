@@ -5,8 +5,8 @@ the rate limits and the lockout through PostgreSQL. Finding the member behind a 
 to look across the whole alliance, which no request context may do; the owner-run
 ``auth_member_by_phone`` answers exactly that question and only in the ``auth`` context.
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-25
 """
 

@@ -3,8 +3,8 @@
 Clients that were granted everything their role allowed get the new scope (they would have had
 it, had it existed); clients created with a narrower grant keep exactly what they were given.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-24
 """
 

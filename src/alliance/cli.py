@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -360,6 +361,21 @@ def cmd_tiers_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_webhooks_run(args: argparse.Namespace, settings: Settings) -> int:
+    """The delivery worker (a Deployment): until SIGTERM, finishing in-flight deliveries first."""
+    from alliance.webhooks.worker import run_worker
+
+    async def run(db: Database) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_worker(db, settings, stop, once=args.once, health_port=args.health_port)
+
+    _with_database(settings, run)
+    return 0
+
+
 def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
     from alliance.api.schema import export_sdl
 
@@ -452,6 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("birthdays", help="grant this month's birthday gift packs").set_defaults(
         handler=cmd_birthdays
     )
+
+    webhooks = commands.add_parser("webhooks", help="merchant webhooks").add_subparsers(
+        dest="webhooks_command", required=True
+    )
+    webhooks_run = webhooks.add_parser("run", help="deliver webhook events (a long-running worker)")
+    webhooks_run.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    webhooks_run.add_argument(
+        "--health-port", type=int, help="serve /healthz and /metrics (Prometheus) on this port"
+    )
+    webhooks_run.set_defaults(handler=cmd_webhooks_run)
 
     schema = commands.add_parser("schema", help="GraphQL schema").add_subparsers(
         dest="schema_command", required=True

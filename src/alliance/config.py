@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -79,6 +79,29 @@ class Settings(BaseSettings):
     # {"issuer", "name", "authorization_endpoint", "token_endpoint", "client_id", "scope"}; each
     # issuer must also be in `member_oidc_issuers`, which verifies its tokens.
     member_oidc_providers: list[dict[str, str]] = Field(default_factory=list)
+    # Webhooks (`alliance webhooks run`). http:// and loopback/private hosts are refused unless
+    # allow_insecure_urls is set: development and tests only.
+    webhook_allow_insecure_urls: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # A claimed delivery is retried by another worker once its lease lapses (a crashed worker).
+    webhook_lease_seconds: int = Field(default=60, ge=1, le=3600)
+    webhook_max_attempts: int = Field(default=15, ge=1, le=50)
+    webhook_max_age_seconds: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0, le=3600)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_sweep_seconds: float = Field(default=60.0, gt=0, le=3600)
+    webhook_expiring_days: int = Field(default=30, ge=1, le=366)
+    webhook_retention_days: int = Field(default=30, ge=7, le=3650)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_request(self) -> Settings:
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                "webhook_lease_seconds must exceed webhook_timeout_seconds (or slow sends repeat)"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

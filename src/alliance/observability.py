@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -33,6 +33,22 @@ LEDGER_POSTINGS = Counter(
     "alliance_ledger_postings_total",
     "Ledger postings by operation and outcome (posted, refused, replayed)",
     ["operation", "outcome"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "alliance_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, retry, dead; superseded: a lapsed claim's late result)",
+    ["outcome"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "alliance_webhook_request_seconds",
+    "Time for a webhook endpoint to answer",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+WEBHOOK_EVENTS_SWEPT = Counter(
+    "alliance_webhook_swept_events_total", "Events written by the webhook sweep, by type", ["event_type"]
+)
+WEBHOOK_WORKER_HEARTBEAT = Gauge(
+    "alliance_webhook_worker_heartbeat_seconds", "Unix time of the webhook worker's latest loop"
 )
 
 

@@ -9,21 +9,26 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlmodel import select
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.async_base_view import AsyncHTTPRequestAdapter
 from strawberry.http.base import BaseRequestProtocol
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from alliance.api.context import Context, Services
 from alliance.api.oauth import (
@@ -38,7 +43,7 @@ from alliance.api.schema import build_schema
 from alliance.api.transport import GraphQLOverHTTP, is_request_error, refuse_mutation_over_get
 from alliance.api.web import web_routes
 from alliance.auth.keys import KeyRing, ensure_signing_key
-from alliance.auth.oidc import ExternalIssuer, unverified_issuer, verified_phone
+from alliance.auth.oidc import ExternalIssuer, unverified_claim, unverified_issuer, verified_phone
 from alliance.auth.principal import DEFAULT_SCOPES, Principal
 from alliance.auth.revocation import RevokedClients
 from alliance.auth.sms import sms_sender_from_settings
@@ -48,6 +53,7 @@ from alliance.db import Database
 from alliance.db.database import OPERATOR
 from alliance.db.migrate import is_current
 from alliance.jobs import latest_runs
+from alliance.ledger.live import BalanceHub
 from alliance.members.models import Member
 from alliance.observability import job_metrics
 from alliance.ratelimit import RateLimiter
@@ -57,16 +63,38 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 access_log = structlog.get_logger("alliance.access")
 log = structlog.get_logger("alliance.api")
 DB_POOL_IN_USE = Gauge("alliance_db_pool_connections_in_use", "Connections checked out of the pool")
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 10
 
 
 class AllianceGraphQL(GraphQL[Context, None]):
-    async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
+    """GraphQL over HTTP (bearer token checked before) and over WebSocket (graphql-transport-ws,
+    subscriptions only; the token comes in the ``connection_init`` payload)."""
+
+    async def get_context(self, request: HTTPConnection, response: object) -> Context:  # type: ignore[override]
+        if isinstance(request, WebSocket):
+            return Context(request=request, services=request.app.state.services, authenticated=None)
+        assert isinstance(response, Response)
         return Context(
             request=request,
             response=response,
             services=request.app.state.services,
-            principal=request.state.principal,
+            authenticated=request.state.principal,
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """``{"Authorization": "Bearer <token>"}``, verified exactly as over HTTP; else close 4403."""
+        params = context.connection_params or {}
+        header = params.get("Authorization", params.get("authorization"))
+        scheme, _, token = header.partition(" ") if isinstance(header, str) else ("", "", "")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ConnectionRejectionError({"message": "a bearer token is required"})
+        try:
+            context.authenticated = await authenticate(context.request, token.strip())
+        except InvalidToken as exc:
+            raise ConnectionRejectionError({"message": "the access token is invalid or expired"}) from exc
+        expires_at = unverified_claim(token.strip(), "exp")  # verified just now
+        context.token_expires_at = expires_at if isinstance(expires_at, int) else None
+        return UNSET
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:  # type: ignore[override]
         """Every error leaves with a code, even one raised before the extensions ran (a cached parse);
@@ -211,7 +239,7 @@ class BearerAuthenticated:
         await self.app(scope, receive, send)
 
 
-async def authenticate(request: Request, token: str) -> Principal:
+async def authenticate(request: HTTPConnection, token: str) -> Principal:
     state = request.app.state
     issuer: TokenIssuer = state.token_issuer
     external = state.external_issuers.get(unverified_issuer(token) or "")
@@ -279,6 +307,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 def create_app(owner_url: str, settings: Settings) -> Starlette:
     db = Database(owner_url, settings)
+    balances = BalanceHub(db.listen_dsn())
     DB_POOL_IN_USE.set_function(lambda: db.engine.pool.checkedout())  # type: ignore[attr-defined]
     keyring = KeyRing(
         max_token_ttl_seconds=max(settings.access_token_ttl_seconds, settings.member_token_ttl_seconds)
@@ -308,9 +337,16 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
             await ensure_signing_key(session)
         await reload_keys()
         yield
+        await balances.close()
         await db.close()
 
-    graphql = AllianceGraphQL(build_schema(settings), graphql_ide="graphiql" if settings.graphiql else None)
+    graphql = AllianceGraphQL(
+        build_schema(settings),
+        graphql_ide="graphiql" if settings.graphiql else None,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        connection_init_wait_timeout=timedelta(seconds=10),
+        max_subscriptions_per_connection=MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    )
     app = Starlette(
         routes=[
             Route(
@@ -318,6 +354,7 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
                 GraphQLOverHTTP(BearerAuthenticated(graphql, settings.graphiql)),
                 methods=["GET", "POST"],
             ),
+            WebSocketRoute("/graphql", graphql),
             Route("/oauth/token", token_endpoint, methods=["POST"]),
             Route("/oauth/otp", otp_endpoint, methods=["POST"]),
             Route("/oauth/demo", demo_endpoint, methods=["GET"]),
@@ -333,7 +370,7 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
     )
     app.state.db = db
     app.state.services = Services(
-        settings=settings, db=db, rate_limiter=RateLimiter.from_settings(db, settings)
+        settings=settings, db=db, rate_limiter=RateLimiter.from_settings(db, settings), balances=balances
     )
     app.state.keyring = keyring
     app.state.external_issuers = {

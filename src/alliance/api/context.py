@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
@@ -17,6 +17,7 @@ from alliance.api.errors import forbidden
 from alliance.auth.principal import Principal
 from alliance.config import Settings
 from alliance.db import Database
+from alliance.ledger.live import BalanceHub
 from alliance.ratelimit import RateLimiter
 
 
@@ -27,15 +28,26 @@ class Services:
     settings: Settings
     db: Database
     rate_limiter: RateLimiter
+    balances: BalanceHub  # this process's LISTEN connection behind balanceChanged
 
 
 @dataclass
 class Context:
-    request: Request
-    response: Response  # headers and status set here are merged into the HTTP response
+    """An HTTP request's principal comes from its bearer token before the context is built; a
+    WebSocket's from the ``connection_init`` payload (`connection_params`), before any operation."""
+
+    request: HTTPConnection
     services: Services
-    principal: Principal
+    authenticated: Principal | None
+    response: Response | None = None  # HTTP: headers and status set here are merged into the response
+    connection_params: dict[str, object] | None = None
+    token_expires_at: int | None = None  # WebSocket: when its token expires (Unix seconds)
     loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def principal(self) -> Principal:
+        assert self.authenticated is not None, "no operation runs before authentication"
+        return self.authenticated
 
     @property
     def settings(self) -> Settings:

@@ -50,6 +50,7 @@ from graphql.type import SchemaMetaFieldDef, TypeMetaFieldDef
 from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from alliance.ratelimit import BucketSize
 
@@ -205,7 +206,8 @@ class QueryCost(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         run = self.execution_context
         limiter = run.context.services.rate_limiter
-        if not limiter.enabled:
+        if not limiter.enabled or run.operation_type is StrawberryOperationType.SUBSCRIPTION:
+            # A subscription is one long-lived operation over a WebSocket, not a request to meter.
             yield
             return
         principal = run.context.principal
@@ -228,6 +230,7 @@ class QueryCost(SchemaExtension):
         take = await limiter.take(bucket, requested, size)
         if not take.granted:
             retry_after = take.seconds_until(requested, size)
+            assert run.context.response is not None, "queries and mutations come over HTTP"
             run.context.response.headers["Retry-After"] = str(retry_after)
             self.report = _report(requested, None, size, take.available)
             run.result = _refusal(

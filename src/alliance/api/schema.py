@@ -40,13 +40,16 @@ from alliance.api.ledger import (
     ReverseTransactionPayload,
     TransactionNode,
 )
+from alliance.api.live import BalanceSubscriptions
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
 from alliance.api.metrics import OperationMetrics
 from alliance.api.settlement import SettlementBatchNode, SettlementMutations, SettlementQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
 from alliance.api.tiers import TierChangeNode, TierMutations, TierQueries
+from alliance.api.transport import WebSocketForSubscriptionsOnly
 from alliance.api.types import DECIMAL_SCALAR
 from alliance.api.viewer import ViewerQueries
+from alliance.api.webhooks import WebhookDeliveryNode, WebhookEndpointNode, WebhookMutations, WebhookQueries
 from alliance.config import Settings
 
 Query = merge_types(
@@ -63,6 +66,7 @@ Query = merge_types(
         TierQueries,
         ApiClientQueries,
         FlowQueries,
+        WebhookQueries,
     ),
 )
 Mutation = merge_types(
@@ -76,8 +80,10 @@ Mutation = merge_types(
         CatalogMutations,
         TierMutations,
         ApiClientMutations,
+        WebhookMutations,
     ),
 )
+Subscription = merge_types("Subscription", (BalanceSubscriptions,))
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
@@ -90,6 +96,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[
             TenantNode,
             StoreNode,
@@ -102,6 +109,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             TierChangeNode,
             EarningRuleNode,
             ApiClientNode,
+            WebhookEndpointNode,
+            WebhookDeliveryNode,
             EarnPointsPayload,
             AwardPointsPayload,
             RedeemPointsPayload,
@@ -117,6 +126,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             OperationMetrics,
             StableErrors,
             QueryCost,
+            WebSocketForSubscriptionsOnly,
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: AddValidationRules(limit_rules),
             lambda: ParserCache(maxsize=512),

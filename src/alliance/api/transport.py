@@ -7,18 +7,23 @@
 * a client that accepts ``application/graphql-response+json`` gets that media type, and a
   request error gets 400 — or 429 when the rate limiter refused it (THROTTLED; the
   ``Retry-After`` header says when to retry). ``application/json`` keeps 200 for both, as
-  GraphQL clients and Shopify's API do.
+  GraphQL clients and Shopify's API do;
+* a WebSocket (graphql-transport-ws) carries subscriptions, and only it does.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from alliance.api.cost import THROTTLED
 
@@ -104,3 +109,21 @@ class GraphQLOverHTTP:
             await send({"type": "http.response.body", "body": bytes(body)})
 
         await self.app(scope, receive, capture)
+
+
+class WebSocketForSubscriptionsOnly(SchemaExtension):
+    """Subscriptions run over a WebSocket (graphql-transport-ws) and nothing else does: queries and
+    mutations go over HTTP, where the request id, the access log and the rules above apply."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        over_websocket = isinstance(getattr(context.context, "request", None), WebSocket)
+        subscription = context.operation_type is StrawberryOperationType.SUBSCRIPTION
+        if over_websocket and not subscription:
+            raise GraphQLError("queries and mutations are sent over HTTP", extensions={"code": "BAD_REQUEST"})
+        if subscription and not over_websocket:
+            raise GraphQLError(
+                "subscriptions are served over WebSocket (graphql-transport-ws) at /graphql",
+                extensions={"code": "BAD_REQUEST"},
+            )
+        yield

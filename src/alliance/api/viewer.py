@@ -19,6 +19,7 @@ from alliance.api.members import MemberNode
 from alliance.api.settlement import SettlementBatchNode
 from alliance.api.tenants import StoreNode, TenantNode
 from alliance.api.types import Node
+from alliance.api.webhooks import WebhookDeliveryNode, WebhookEndpointNode
 from alliance.auth.clients import tenant_codes
 from alliance.auth.models import ApiClient
 from alliance.catalog import service as catalog_service
@@ -27,6 +28,8 @@ from alliance.ledger.models import LedgerTransaction, Lot
 from alliance.members.models import Member
 from alliance.settlement.models import SettlementBatch
 from alliance.tenants.models import Store, Tenant
+from alliance.webhooks import service as webhook_service
+from alliance.webhooks.models import WebhookEndpoint
 
 
 @strawberry.enum
@@ -96,6 +99,9 @@ async def _api_client(session: AsyncSession, pk: int) -> Node | None:
         return None
     codes = await tenant_codes(session, [row])
     return ApiClientNode.from_model(row, None if row.tenant_id is None else codes[row.tenant_id])
+async def _webhook_delivery(session: AsyncSession, pk: int) -> Node | None:
+    row = await webhook_service.delivery_by_id(session, pk)
+    return None if row is None else WebhookDeliveryNode.from_row(row)
 
 
 NodeLoader = Callable[[AsyncSession, int], Awaitable[Node | None]]
@@ -109,4 +115,6 @@ NODE_LOADERS: dict[str, NodeLoader] = {
     "EarningRule": lambda session, pk: _by_model(session, EarningRule, pk, EarningRuleNode),
     "Reward": _reward,
     "ApiClient": _api_client,
+    "WebhookEndpoint": lambda session, pk: _by_model(session, WebhookEndpoint, pk, WebhookEndpointNode),
+    "WebhookDelivery": _webhook_delivery,
 }

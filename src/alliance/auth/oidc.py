@@ -45,14 +45,20 @@ class ExternalIssuer:
         self.fetched_at = time.monotonic()
 
 
-def unverified_issuer(token: str) -> str | None:
-    """The ``iss`` a token claims, read without verification, to choose how to verify it."""
+def unverified_claim(token: str, name: str) -> object:
+    """A claim of a token, read without verification: to choose how to verify it (``iss``), or
+    from a token already verified (``exp``)."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(_b64decode(payload))
     except (IndexError, ValueError):
         return None
-    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    return claims.get(name) if isinstance(claims, dict) else None
+
+
+def unverified_issuer(token: str) -> str | None:
+    """The ``iss`` a token claims, read without verification, to choose how to verify it."""
+    issuer = unverified_claim(token, "iss")
     return issuer if isinstance(issuer, str) else None
 
 

@@ -26,6 +26,7 @@ RULES_WRITE = "rules:write"
 TIERS_READ = "tiers:read"
 TIERS_WRITE = "tiers:write"
 CLIENTS_MANAGE = "clients:manage"  # list, create, rotate and revoke API clients
+WEBHOOKS_MANAGE = "webhooks:manage"
 
 ALL_SCOPES = frozenset(
     {
@@ -45,6 +46,7 @@ ALL_SCOPES = frozenset(
         TIERS_READ,
         TIERS_WRITE,
         CLIENTS_MANAGE,
+        WEBHOOKS_MANAGE,
     }
 )
 DEFAULT_SCOPES: dict[str, frozenset[str]] = {

@@ -78,6 +78,11 @@ class Database:
             pool_pre_ping=False,
         )
 
+    def listen_dsn(self) -> str:
+        """The application role's URL for asyncpg itself: LISTEN needs a connection of its own,
+        outside the pool (and not through a transaction-pooling proxy)."""
+        return self.app_url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     def owner_engine(self) -> AsyncEngine:
         """A short-lived engine as the owner, for migrations and operator CLI maintenance."""
         return create_async_engine(self.owner_url, pool_size=2)
