@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from graphql import parse
-from sqlalchemy import text
 
 from alliance.api.cost import query_cost
 from alliance.api.schema import build_schema
@@ -83,12 +82,12 @@ def line(name: str, rate: float, latencies: list[float]) -> str:
 async def measure(owner_url: str, settings: Settings, args: argparse.Namespace) -> None:
     db = Database(owner_url, settings)
     limiter = RateLimiter(db, {})
-    select_one = text("SELECT 1")
+    select_one = "SELECT 1"
     try:
-        await db.call(select_one, {})  # warm the pool
+        await db.call(select_one)  # warm the pool
         for _ in range(200):
             await limiter.take("warm-up", 1, LARGE)
-        rate, latencies = await timed(lambda n: db.call(select_one, {}), args.requests, 1)
+        rate, latencies = await timed(lambda n: db.call(select_one), args.requests, 1)
         baseline = statistics.median(latencies)
         print(line("(b) SELECT 1 (pool round trip), sequential", rate, latencies))
         rate, latencies = await timed(lambda n: limiter.take(f"client-{n % 50}", 13, LARGE), args.requests, 1)

@@ -19,22 +19,19 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import text
-
 from alliance.config import Settings
 from alliance.db import Database
 
-# Take :cost points from a bucket in one statement: refill it for the time since its last update
-# (:restore_rate points a second, never above :maximum), apply :adjustment (what earlier requests
+# Take $2 (cost) points from bucket $1 in one statement: refill it for the time since its last
+# update ($5 points a second, never above the maximum $4), apply $3 (the adjustment: what earlier requests
 # still owe or are owed; applied whether or not this one is granted), then grant the request if
-# the level covers :cost. A new bucket starts full. Concurrent requests of one client serialise
+# the level covers the cost. A new bucket starts full. Concurrent requests of one client serialise
 # on its row for the length of this statement (autocommit: no longer).
-_TAKE = text(
-    """
+_TAKE = """
     WITH p AS (
-      SELECT CAST(:bucket AS text) AS bucket, CAST(:cost AS numeric) AS cost,
-        CAST(:adjustment AS numeric) AS adjustment, CAST(:maximum AS numeric) AS maximum,
-        CAST(:restore_rate AS numeric) AS restore_rate
+      SELECT CAST($1 AS text) AS bucket, CAST($2 AS numeric) AS cost,
+        CAST($3 AS numeric) AS adjustment, CAST($4 AS numeric) AS maximum,
+        CAST($5 AS numeric) AS restore_rate
     )
     INSERT INTO rate_limit_buckets AS b (bucket, available, updated_at, granted)
     SELECT p.bucket, fresh.level - CASE WHEN fresh.level >= p.cost THEN p.cost ELSE 0 END, now(),
@@ -52,8 +49,7 @@ _TAKE = text(
       ) refilled
     )
     RETURNING b.granted, b.available
-    """
-)
+"""
 MAX_PENDING_BUCKETS = 10_000  # differences waiting for their bucket's next request, per process
 
 
@@ -100,17 +96,8 @@ class RateLimiter:
         """Take ``cost`` points from ``bucket`` if it holds them (one statement)."""
         assert 0 <= cost <= size.maximum, "a cost above the bucket's size is refused before this"
         adjustment = self._pending.pop(bucket, Decimal(0))
-        row = await self.db.call_row(
-            _TAKE,
-            {
-                "bucket": bucket,
-                "cost": cost,
-                "adjustment": adjustment,
-                "maximum": size.maximum,
-                "restore_rate": size.restore_rate,
-            },
-        )
-        return Take(granted=row.granted, available=row.available)
+        row = await self.db.call_row(_TAKE, bucket, cost, adjustment, size.maximum, size.restore_rate)
+        return Take(granted=row["granted"], available=row["available"])
 
     def settle_later(self, bucket: str, adjustment: int) -> None:
         """Credit (positive) or charge (negative) ``bucket`` with its next take."""

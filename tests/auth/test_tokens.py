@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -228,3 +229,15 @@ async def test_member_token_cannot_see_other_members(app, http, db, make_merchan
     query = "query($n: String!) { member(memberNumber: $n) { memberNumber } }"
     assert (await member(query, n=me))["member"] == {"memberNumber": me}
     assert (await member(query, n=other))["member"] is None
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(app, http, db, make_merchant) -> None:
+    """Verified tokens are remembered (an ES256 check per request is costly), never past expiry."""
+    m = await make_merchant()
+    client = await api_client(db, m.client_id)
+    ttl = app.state.token_issuer.settings.access_token_ttl_seconds
+    issued = app.state.token_issuer.for_client(client, m.code, now=int(time.time()) - ttl + 2)
+    assert (await call(http, issued.access_token)).status_code == 200
+    assert (await call(http, issued.access_token)).status_code == 200
+    await asyncio.sleep(2.1)
+    assert_rejected(await call(http, issued.access_token))

@@ -1,5 +1,10 @@
 """earnPointsBatch: set-based import where a bad item is refused alone."""
 
+import json
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from tests.conftest import random_phone, unique
 from tests.ledger.test_worked_example import enroll
 
@@ -49,3 +54,57 @@ async def test_batch_size_is_bounded(make_merchant):
     items = [{"memberNumber": "8000000000", "amount": "1", "orderRef": f"O-{n}"} for n in range(1001)]
     data = await merchant.api(BATCH, i={"items": items, "idempotencyKey": unique("k")})
     assert data["earnPointsBatch"]["userErrors"] == [{"code": "INVALID_BATCH_SIZE"}]
+
+
+async def test_two_batches_in_one_transaction_each_answer_for_their_own_items(make_merchant, settings):
+    """The batch's work table lives for the session and is emptied at commit: a second batch in
+    the same transaction must not see the first one's items."""
+    merchant = await make_merchant()
+    number = await enroll(merchant, random_phone())
+
+    def items(*orders: str) -> str:
+        return json.dumps(
+            [
+                {
+                    "idx": i,
+                    "member_number": number,
+                    "amount": "10",
+                    "currency": "CNY",
+                    "order_ref": order,
+                    "asset": "POINTS",
+                    "details": {},
+                    "points": 10,
+                    "alliance_points": 0,
+                    "breakdown": [],
+                }
+                for i, order in enumerate(orders)
+            ]
+        )
+
+    call = text("SELECT ledger_earn_batch(:scope, :key, 'h', :tenant, CAST(:items AS jsonb))")
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                answers = [
+                    (
+                        await conn.execute(
+                            call,
+                            {
+                                "scope": "test",
+                                "key": unique("k"),
+                                "tenant": merchant.tenant_id,
+                                "items": batch,
+                            },
+                        )
+                    ).scalar_one()
+                    for batch in (items("A", "B", "C"), items("D"))
+                ]
+            finally:
+                await transaction.rollback()
+    finally:
+        await engine.dispose()
+    first, second = ([(r["index"], r["transaction"]["orderRef"]) for r in a["results"]] for a in answers)
+    assert first == [(0, "A"), (1, "B"), (2, "C")]
+    assert second == [(0, "D")]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from alliance.api.ids import from_global_id
@@ -20,6 +21,7 @@ from tests.ledger.test_worked_example import EARN, REDEEM, enroll
 
 LOT_CHECK = "lot remaining = amount + movements"
 WALLET_CHECK = "member wallet balance = sum of lot remaining"
+REFERENCE_CHECK = "ledger rows refer to existing members, tenants, stores, accounts and assets"
 
 
 @pytest.fixture(scope="module")
@@ -108,5 +110,54 @@ async def test_cli_fails_on_a_corrupted_book(make_merchant, db, owner, settings)
             await conn.execute(
                 text("UPDATE lots SET remaining = remaining + 1 WHERE id = :id"), {"id": lot_id}
             )
+    async with db.transaction(OPERATOR) as session:
+        assert await verify_ledger(session) == []
+
+
+async def test_reference_data_the_ledger_points_at_cannot_be_deleted_or_rekeyed(make_merchant, owner):
+    """The posting tables have no foreign keys to members, tenants, stores, accounts and assets
+    (each check locked the referenced row): those rows are guarded instead, for the owner too."""
+    earn_tx = await a_lot_with_points(make_merchant)
+    refused = [
+        "DELETE FROM members WHERE id = (SELECT member_id FROM ledger_transactions WHERE id = :t)",
+        "UPDATE members SET id = DEFAULT WHERE id = (SELECT member_id FROM ledger_transactions WHERE id = :t)",
+        "DELETE FROM tenants WHERE id = (SELECT tenant_id FROM ledger_transactions WHERE id = :t)",
+        "DELETE FROM accounts WHERE member_id = (SELECT member_id FROM ledger_transactions WHERE id = :t)",
+        "UPDATE assets SET code = 'POINTS2' WHERE code = 'POINTS' AND :t > 0",
+        "TRUNCATE stores CASCADE",
+    ]
+    for statement in refused:
+        async with owner.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                with pytest.raises(DBAPIError, match="the ledger refers to"):
+                    await conn.execute(text(statement), {"t": earn_tx})
+            finally:
+                await transaction.rollback()
+    async with owner.begin() as conn:  # other changes to those rows are fine
+        renamed = await conn.execute(
+            text("UPDATE assets SET name = name WHERE code = 'POINTS' AND :t > 0"), {"t": earn_tx}
+        )
+        assert renamed.rowcount == 1
+
+
+async def test_an_entry_pointing_at_no_account_is_detected(make_merchant, db, owner):
+    earn_tx = await a_lot_with_points(make_merchant)
+    async with owner.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            await conn.execute(
+                text(
+                    "INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)"
+                    " SELECT id, -1, member_id, asset, 1 FROM ledger_transactions WHERE id = :t"
+                    " UNION ALL SELECT id, -2, member_id, asset, -1 FROM ledger_transactions WHERE id = :t"
+                ),
+                {"t": earn_tx},
+            )
+            rows = (await conn.execute(text("SELECT * FROM ledger_verify()"))).all()
+            failed = {row.check_name: (row.failures, row.example) for row in rows}
+            assert failed == {REFERENCE_CHECK: (2, f"entry {earn_tx}/-1")}, failed
+        finally:
+            await transaction.rollback()
     async with db.transaction(OPERATOR) as session:
         assert await verify_ledger(session) == []

@@ -32,6 +32,8 @@ from tests.tiers import (
 )
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=400)  # outside the rolling 12 months
+BATCH = """mutation($i: EarnPointsBatchInput!) { earnPointsBatch(input: $i) {
+  results { index userErrors { code } } userErrors { code } } }"""
 
 
 async def base_code(operator: Api) -> str:
@@ -322,3 +324,17 @@ async def test_the_audit_trail_is_append_only(make_merchant, operator: Api, sett
             async with owner(settings) as conn:
                 await conn.execute(text(statement), {"n": number})
     assert len(await changes(operator, number)) == 1
+
+
+async def test_a_batch_upgrades_the_members_it_qualifies_and_only_them(make_merchant, operator: Api) -> None:
+    (top,) = await new_top_tiers(operator, 1000)
+    merchant = await make_merchant(TenantCategory.SUPERMARKET)
+    near, far = await enroll(merchant, random_phone()), await enroll(merchant, random_phone())
+    assert await earn_until(merchant, operator, near, top["qualifyingPoints"] - 10) < top["qualifyingPoints"]
+    items = [{"memberNumber": member, "amount": "10", "orderRef": unique("o")} for member in (far, near, far)]
+    data = await merchant.api(BATCH, i={"items": items, "idempotencyKey": unique("k")})
+    assert [r["userErrors"] for r in data["earnPointsBatch"]["results"]] == [[], [], []]
+    assert (await progress(operator, near))["tier"]["code"] == top["code"]
+    assert (await progress(operator, far))["tier"]["rank"] < top["rank"]
+    (latest, *_) = await changes(operator, near)
+    assert (latest["toTier"], latest["reason"]) == (top["code"], "QUALIFIED")

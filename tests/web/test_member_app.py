@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -112,12 +115,57 @@ def test_history_lists_every_merchant_and_explains_an_earn(page, server):
     screenshot(page, "member-history")
 
 
-def test_the_balance_updates_without_a_reload_when_points_are_earned_elsewhere(page, server):
+def wait_until(page: Any, condition: Callable[[], bool], timeout_ms: int = 10_000) -> None:
+    """Until ``condition()`` (which reads what Playwright's event handlers collect) holds."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)  # lets Playwright dispatch events meanwhile
+
+
+def balances_pushed(frames: list[str | bytes]) -> list[int]:
+    """The POINTS balances the balanceChanged subscription sent over the socket."""
+    messages = [json.loads(frame) for frame in frames]
+    return [
+        m["payload"]["data"]["balanceChanged"]["balance"]["available"]
+        for m in messages
+        if m["type"] == "next" and m["payload"]["data"]["balanceChanged"]["balance"]["asset"] == "POINTS"
+    ]
+
+
+def test_the_balance_is_pushed_over_a_subscription_when_points_are_earned_elsewhere(page, server):
     member = persona(server, 1)
+    frames: list[str | bytes] = []
+    sockets: list[Any] = []
+
+    def opened(socket: Any) -> None:
+        sockets.append(socket)
+        socket.on("framereceived", lambda frame: frames.append(frame))
+
+    page.on("websocket", opened)
+    sign_in_as(page, member["name"])
+    wait_until(page, lambda: bool(balances_pushed(frames)))  # subscribed: the current balance came
+    assert [socket.url for socket in sockets] == [f"{server.url.replace('http', 'ws')}/graphql"]
+    after = merchant_earns(server, "east-4s", member["memberNumber"], "123")
+    # Polling (the fallback) would take up to 5 s.
+    expect(page.locator("[data-balance=POINTS]")).to_have_text(f"{after:,}", timeout=2_000)
+    assert balances_pushed(frames)[-1] == after
+
+
+def test_without_a_socket_the_balance_is_polled_and_the_socket_retried(page, server):
+    member = persona(server, 1)
+    attempts: list[Any] = []
+
+    def refuse(route: Any) -> None:  # the socket opens and closes at once, never reaching the server
+        attempts.append(route)
+        route.close()
+
+    page.route_web_socket(re.compile(r"/graphql$"), refuse)
     sign_in_as(page, member["name"])
     page.locator("[data-balance=POINTS]").wait_for()
-    after = merchant_earns(server, "east-4s", member["memberNumber"], "123")
-    expect(page.locator("[data-balance=POINTS]")).to_have_text(f"{after:,}", timeout=12_000)
+    after = merchant_earns(server, "east-4s", member["memberNumber"], "45")
+    expect(page.locator("[data-balance=POINTS]")).to_have_text(f"{after:,}", timeout=8_000)
+    assert len(attempts) >= 2, attempts  # reconnecting (backing off from 1 s) meanwhile
 
 
 def test_points_expiring_within_30_days_are_a_warning_with_the_date(page, server, settings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hmac
 import re
 import time
@@ -336,6 +337,10 @@ def create_app(owner_url: str, settings: Settings) -> Starlette:
         async with db.transaction(OPERATOR) as session:
             await ensure_signing_key(session)
         await reload_keys()
+        # What exists now (schema, types, pools) lives as long as the process: out of the
+        # collector's way, so its collections stop walking it on every request (~10 % of an
+        # earn's CPU, ~15 % of a 1000-item batch's, measured with bench/ledger.py).
+        gc.freeze()
         yield
         await balances.close()
         await db.close()

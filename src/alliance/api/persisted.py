@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import GraphQLError
-from sqlalchemy import text
 
 from alliance.db import Database
 
@@ -29,8 +28,8 @@ PERSISTED_QUERY_INVALID = "PERSISTED_QUERY_INVALID"
 PERSISTED_QUERY_HASH_MISMATCH = "PERSISTED_QUERY_HASH_MISMATCH"
 CACHE_SIZE = 1_000  # queries per process
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_LOOKUP = text("SELECT (SELECT query FROM persisted_queries WHERE sha256 = :sha256)")
-_REGISTER = text("SELECT persisted_query_register(:sha256, :query, :limit)")
+_LOOKUP = "SELECT (SELECT query FROM persisted_queries WHERE sha256 = $1)"
+_REGISTER = "SELECT persisted_query_register($1, $2, $3)"
 
 
 class PersistedQueryError(Exception):
@@ -74,7 +73,7 @@ class PersistedQueries:
             return query
         found = self._cache.get(sha256)
         if found is None:
-            found = await self.db.call(_LOOKUP, {"sha256": sha256})
+            found = await self.db.call(_LOOKUP, sha256)
             if found is None:
                 raise PersistedQueryError(PERSISTED_QUERY_NOT_FOUND, "PersistedQueryNotFound")
         self._remember(sha256, found)
@@ -85,7 +84,7 @@ class PersistedQueries:
         assert sha256_of(query) == sha256, "the hash is verified by resolve"
         if sha256 in self._cache:
             return
-        await self.db.call(_REGISTER, {"sha256": sha256, "query": query, "limit": self.limit})
+        await self.db.call(_REGISTER, sha256, query, self.limit)
         self._remember(sha256, query)
 
     def _remember(self, sha256: str, query: str) -> None:

@@ -99,6 +99,8 @@ async def _api_client(session: AsyncSession, pk: int) -> Node | None:
         return None
     codes = await tenant_codes(session, [row])
     return ApiClientNode.from_model(row, None if row.tenant_id is None else codes[row.tenant_id])
+
+
 async def _webhook_delivery(session: AsyncSession, pk: int) -> Node | None:
     row = await webhook_service.delivery_by_id(session, pk)
     return None if row is None else WebhookDeliveryNode.from_row(row)

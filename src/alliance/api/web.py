@@ -3,7 +3,8 @@ modules), served as plain files from the package — ES modules, no build step, 
 
 Every file leaves with a strict Content-Security-Policy: scripts and styles only from this origin
 (no inline code), fetches only to this origin and the token endpoints of the configured member
-OpenID providers, no framing, no referrer (a sign-in redirect carries a one-time code in its URL).
+OpenID providers (and WebSockets only to this host: CSP3's 'self' matches its ws:/wss:), no
+framing, no referrer (a sign-in redirect carries a one-time code in its URL).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from alliance.auth.models import ApiClient
 from alliance.auth.principal import DEFAULT_SCOPES, Principal
 from alliance.config import Settings
 
+MAX_REMEMBERED_TOKENS = 10_000
+
 
 class InvalidToken(Exception):
     """The bearer token is malformed, expired, for another audience, or not signed by us."""
@@ -31,6 +33,10 @@ class TokenIssuer:
     def __init__(self, settings: Settings, keyring: KeyRing) -> None:
         self.settings = settings
         self.keyring = keyring
+        # token -> (keys loaded at, expiry, principal): a client sends the same token with every
+        # request until it expires, and an ES256 verification costs more CPU than the rest of an
+        # earn's handling in Python. Entries die with the token or the next key reload.
+        self._verified: dict[str, tuple[float, float, Principal]] = {}
 
     def _sign(self, claims: dict[str, Any]) -> str:
         key = self.keyring.signing_key
@@ -68,6 +74,19 @@ class TokenIssuer:
 
     def verify(self, token: str) -> Principal:
         """The principal a token of ours stands for; `InvalidToken` for anything else."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            loaded_at, expires, principal = remembered
+            if loaded_at == self.keyring.loaded_at and time.time() < expires:
+                return principal
+            del self._verified[token]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= MAX_REMEMBERED_TOKENS:
+            self._verified.clear()
+        self._verified[token] = (self.keyring.loaded_at, expires, principal)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             decoded = jwt.decode(token, self.keyring.verification_keys, algorithms=[ALGORITHM])
             jwt.JWTClaimsRegistry(
@@ -84,7 +103,9 @@ class TokenIssuer:
         if role not in DEFAULT_SCOPES:
             raise InvalidToken("unknown role")
         scopes = frozenset(str(claims.get("scope", "")).split()) & DEFAULT_SCOPES[role]
+        expires = float(claims["exp"])
         if role == "member":
-            return Principal("member", claims["sub"], scopes, member_id=int(claims["member_id"]))
+            return Principal("member", claims["sub"], scopes, member_id=int(claims["member_id"])), expires
         tenant_id = int(claims["tenant_id"]) if role == "merchant" else None
-        return Principal(role, claims["sub"], scopes, client_id=claims["client_id"], tenant_id=tenant_id)
+        principal = Principal(role, claims["sub"], scopes, client_id=claims["client_id"], tenant_id=tenant_id)
+        return principal, expires

@@ -338,10 +338,7 @@ async def redeem_reward(
 async def fulfil_redemption(db: Database, poster: Poster, *, redemption_id: int) -> Payload:
     """PENDING -> FULFILLED. Moves no points; fulfilling twice is refused (REDEMPTION_NOT_PENDING)."""
     assert poster.tenant_id is not None, "fulfilment is a merchant operation"
-    payload = await db.call(
-        text("SELECT catalog_fulfil_redemption(:tenant, :redemption)"),
-        {"tenant": poster.tenant_id, "redemption": redemption_id},
-    )
+    payload = await db.call("SELECT catalog_fulfil_redemption($1, $2)", poster.tenant_id, redemption_id)
     assert isinstance(payload, dict) and "userErrors" in payload, payload
     return payload
 

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Executable, Result, Row, text
+import asyncpg
+from sqlalchemy import Executable, Result, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -102,21 +103,30 @@ class Database:
             )
             yield session
 
-    async def call(self, statement: Executable, params: Mapping[str, Any]) -> Any:
+    async def call(self, sql: str, *args: Any) -> Any:
         """One statement in autocommit mode: a single round trip for a self-contained SQL function.
 
         The ledger's write functions carry their own caller identity and run as the owner, so
-        they need no access context and no surrounding transaction.
+        they need no access context and no surrounding transaction. This is every posting's hot
+        path, so it speaks to the pooled connection's asyncpg driver directly (positional ``$n``
+        parameters, prepared once per connection by asyncpg) instead of compiling a SQLAlchemy
+        statement and building a result object for one value.
         """
-        row = await self.call_row(statement, params)
+        row = await self.call_row(sql, *args)
         assert len(row) == 1, "call answers one value; use call_row for several"
         return row[0]
 
-    async def call_row(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any]:
+    async def call_row(self, sql: str, *args: Any) -> asyncpg.Record:
         """`call` for a statement that answers one row of several columns."""
         async with self.engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            return (await autocommit.execute(statement, params)).one()
+            raw = await connection.get_raw_connection()
+            try:
+                row = await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
+            except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+                await connection.invalidate()  # a broken connection must not go back to the pool
+                raise
+        assert row is not None, "a call answers one row"
+        return row
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -340,8 +340,12 @@ async def member_facts(
 ) -> dict[str, MemberFacts]:
     """Tier and today's earnings of members enrolled at the tenant — one round trip for any number."""
     rows = await db.call(
-        text("SELECT coalesce(json_agg(f), '[]') FROM earning_member_facts(:t, :n, :a, :at, :today) f"),
-        {"t": tenant_id, "n": member_numbers, "a": asset, "at": at, "today": with_today},
+        "SELECT coalesce(json_agg(f), '[]') FROM earning_member_facts($1, $2, $3, $4, $5) f",
+        tenant_id,
+        member_numbers,
+        asset,
+        at,
+        with_today,
     )
     return {
         row["member_number"]: MemberFacts(

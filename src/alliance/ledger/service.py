@@ -8,6 +8,7 @@ payload (``transaction``, ``balance``, ``hold``, ``userErrors``), remembered byt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -16,8 +17,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -118,15 +119,22 @@ def request_hash(operation: str, request: dict[str, Any]) -> str:
 # -- posting -------------------------------------------------------------------------------------
 
 
+@functools.cache
+def call_sql(function: str, names: tuple[str, ...]) -> str:
+    """``SELECT function(name => $1, ...)``: named arguments, so the order cannot go wrong."""
+    assert re.fullmatch(r"[a-z_]+", function) and all(re.fullmatch(r"p_[a-z_]+", n) for n in names)
+    arguments = ", ".join(f"{name} => ${position}" for position, name in enumerate(names, 1))
+    return f"SELECT {function}({arguments})"
+
+
 async def post_idempotent(db: Database, function: str, params: dict[str, Any]) -> Payload:
     """Call a ledger function. A unique violation on the idempotency record means a concurrent
     first attempt with the same key won; the retry then returns that attempt's response."""
-    arguments = ", ".join(f"{name} => :{name}" for name in params)  # named: order-proof
-    statement = text(f"SELECT {function}({arguments})")
+    statement = call_sql(function, tuple(params))
     for attempt in range(2):
         try:
-            payload = await db.call(statement, params)
-        except IntegrityError:
+            payload = await db.call(statement, *params.values())
+        except asyncpg.UniqueViolationError:
             if attempt == 1:
                 raise
             continue
@@ -309,10 +317,13 @@ async def earn_points_batch(
         now = datetime.now(UTC)
         numbers = sorted({c["member_number"] for c in checked})
         facts = await earning_rules.member_facts(db, poster.tenant_id, numbers, "POINTS", now)
+        rules_at: dict[datetime, list[Rule]] = {}  # most items share one instant (now)
         for entry in checked:
             item = items[entry["idx"]]
-            rules = await earning_rules.cached_rules(db, poster.tenant_id, item.effective_at or now)
-            plan = _plan(item, rules, facts.get(entry["member_number"]), time_zone)
+            at = item.effective_at or now
+            if at not in rules_at:
+                rules_at[at] = await earning_rules.cached_rules(db, poster.tenant_id, at)
+            plan = _plan(item, rules_at[at], facts.get(entry["member_number"]), time_zone)
             entry["points"], entry["alliance_points"] = plan.merchant_points, plan.alliance_points
             # A batch posts the purchase's own asset only; co-earned assets need a single earn.
             entry["breakdown"] = [line.as_dict() for line in plan.breakdown if line.asset == item.asset]
@@ -854,7 +865,10 @@ async def award_event_bonus(
         # A retry of a bonus granted before the rule was retired still gets its original answer.
         identity = idempotency_params(poster, "award", idempotency_key, request)
         remembered = await db.call(
-            text("SELECT ledger_lookup_replay(:p_scope, :p_key, 'award', :p_hash)"), identity
+            "SELECT ledger_lookup_replay($1, $2, 'award', $3)",
+            identity["p_scope"],
+            identity["p_key"],
+            identity["p_hash"],
         )
         if remembered is not None:
             return remembered

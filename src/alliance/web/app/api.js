@@ -2,11 +2,13 @@
 
 import { TokenStore } from "/shared/auth.js";
 import { gql } from "/shared/graphql.js";
+import { subscribe } from "/shared/ws.js";
 
 export const store = new TokenStore("member");
 const run = (query, variables) => gql(query, variables, { store });
 
-const BALANCES = `balances { asset available held expiringSoon(days: 30) { points expiresAt } }`;
+const BALANCE = `asset available held expiringSoon(days: 30) { points expiresAt }`;
+const BALANCES = `balances { ${BALANCE} }`;
 
 export async function loadHome() {
   const data = await run(`{
@@ -21,6 +23,24 @@ export async function loadHome() {
 export async function loadBalances() {
   const data = await run(`{ viewer { member { ${BALANCES} } } }`);
   return data.viewer.member.balances;
+}
+
+export async function loadMemberNumber() {
+  const data = await run(`{ viewer { member { memberNumber } } }`);
+  return data.viewer.member.memberNumber;
+}
+
+// The member's balances as they change (first the current one of each asset): `handlers` as for
+// `subscribe` in /shared/ws.js, with `onBalance(balance)` instead of `onData`. Returns {close()}.
+export function watchBalances(memberNumber, { onBalance, ...handlers }) {
+  return subscribe(
+    {
+      query: `subscription($n: String!) { balanceChanged(memberNumber: $n) { balance { ${BALANCE} } } }`,
+      variables: { n: memberNumber },
+      token: store.get(),
+    },
+    { ...handlers, onData: (data) => onBalance(data.balanceChanged.balance) },
+  );
 }
 
 export async function loadHistory(after) {
