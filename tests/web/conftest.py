@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,24 +101,24 @@ async def _seed(settings: Settings) -> None:
         await db.close()
 
 
-@pytest.fixture(scope="session")
-def server(settings: Settings, browser_available: None) -> Iterator[WebServer]:
-    assert settings.database_url is not None
-    web_settings = settings.model_copy(update={"demo": True, "sms_sender": "memory", "access_log": False})
-    app = create_app(settings.database_url, web_settings)
+@contextmanager
+def serving(app: Any, before: Callable[[], Coroutine[Any, Any, None]] | None = None) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread of its own on a free loopback port; yields its URL.
+
+    The server's event loop lives in its thread (``before`` runs there first, e.g. seeding): the
+    test thread's loop is Playwright's while the browser is open."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     uv = uvicorn.Server(config)
 
-    async def seed_and_serve() -> None:
-        await _seed(settings)
+    async def prepare_and_serve() -> None:
+        if before is not None:
+            await before()
         await uv.serve(sockets=[sock])
 
-    # The server's event loop lives in its thread (seeding included): the test thread's loop is
-    # Playwright's while the browser is open.
-    thread = threading.Thread(target=asyncio.run, args=(seed_and_serve(),), name="web-server", daemon=True)
+    thread = threading.Thread(target=asyncio.run, args=(prepare_and_serve(),), name="web-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
     while not uv.started:
@@ -125,11 +126,24 @@ def server(settings: Settings, browser_available: None) -> Iterator[WebServer]:
             raise RuntimeError("the test web server did not start")
         time.sleep(0.05)
     try:
-        yield WebServer(url=f"http://127.0.0.1:{port}", app=app)
+        yield f"http://127.0.0.1:{port}"
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def web_settings(settings: Settings, **overrides: Any) -> Settings:
+    """The session's settings as the browser tests serve them: demo mode, SMS kept in memory."""
+    return settings.model_copy(update={"demo": True, "sms_sender": "memory", "access_log": False} | overrides)
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, browser_available: None) -> Iterator[WebServer]:
+    assert settings.database_url is not None
+    app = create_app(settings.database_url, web_settings(settings))
+    with serving(app, before=lambda: _seed(settings)) as url:
+        yield WebServer(url=url, app=app)
 
 
 @pytest.fixture(scope="package")
@@ -152,8 +166,13 @@ def new_page(browser: Any, server: WebServer) -> Iterator[Callable[..., Any]]:
     opened: list[tuple[Any, Any, list[str]]] = []
 
     def make(**context_options: Any) -> Any:
-        options = {"viewport": DESKTOP, "locale": "en-US", "timezone_id": "Asia/Shanghai"} | context_options
-        context = browser.new_context(base_url=server.url, **options)
+        options = {
+            "viewport": DESKTOP,
+            "locale": "en-US",
+            "timezone_id": "Asia/Shanghai",
+            "base_url": server.url,
+        } | context_options
+        context = browser.new_context(**options)
         context.set_default_timeout(10_000)
         page = context.new_page()
         problems: list[str] = []
