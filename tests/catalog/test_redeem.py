@@ -401,3 +401,26 @@ async def _lots(db, number: str) -> list[tuple[int, int | None, int]]:
             {"n": number},
         )
         return [(r.id, r.issuer_tenant_id, r.remaining) for r in rows]
+
+
+async def test_a_fulfilment_retried_under_its_key_gets_the_first_answer(make_merchant):
+    shop = await make_merchant(TenantCategory.BABY_GOODS)
+    number = await funded_member(shop, 2_000)
+    gift = await create_reward(shop, kind="GOODS", name="Teether", points=500, stock=5)
+    first_redemption = (await redeem(shop.api, gift["id"], number, key=unique("k")))["redemption"]
+    second_redemption = (await redeem(shop.api, gift["id"], number, key=unique("k")))["redemption"]
+
+    key = unique("k")
+    fulfil = {"redemptionId": first_redemption["id"], "idempotencyKey": key}
+    first = (await shop.api(FULFIL, i=fulfil))["fulfilRedemption"]
+    assert first["userErrors"] == [] and first["redemption"]["status"] == "FULFILLED"
+    assert (await shop.api(FULFIL, i=fulfil))["fulfilRedemption"] == first, "the lost response, replayed"
+
+    # Under another key (or none) a second fulfilment is still refused; the key cannot be reused
+    # for another redemption.
+    other_key = {"redemptionId": first_redemption["id"], "idempotencyKey": unique("k")}
+    assert errors((await shop.api(FULFIL, i=other_key))["fulfilRedemption"]) == ["REDEMPTION_NOT_PENDING"]
+    reused = {"redemptionId": second_redemption["id"], "idempotencyKey": key}
+    assert errors((await shop.api(FULFIL, i=reused))["fulfilRedemption"]) == ["IDEMPOTENCY_KEY_REUSED"]
+    listed = await shop.api(REDEMPTIONS, f={"rewardId": gift["id"]})
+    assert sorted(e["node"]["status"] for e in listed["redemptions"]["edges"]) == ["FULFILLED", "PENDING"]

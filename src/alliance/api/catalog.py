@@ -322,6 +322,7 @@ class RedeemRewardPayload(PointsPayload):
 @strawberry.input
 class FulfilRedemptionInput:
     redemption_id: strawberry.ID
+    idempotency_key: str | None = retry_key()
 
 
 @strawberry.type
@@ -613,6 +614,7 @@ class CatalogMutations:
                 info.context.services.db,
                 poster(principal),
                 redemption_id=pk_of(input.redemption_id, "Redemption", "redemptionId"),
+                idempotency_key=input.idempotency_key,
             )
         except DomainError as error:
             return FulfilRedemptionPayload(user_errors=[user_error(error)])

@@ -335,12 +335,22 @@ async def redeem_reward(
     )
 
 
-async def fulfil_redemption(db: Database, poster: Poster, *, redemption_id: int) -> Payload:
-    """PENDING -> FULFILLED. Moves no points; fulfilling twice is refused (REDEMPTION_NOT_PENDING)."""
+async def fulfil_redemption(
+    db: Database, poster: Poster, *, redemption_id: int, idempotency_key: str | None = None
+) -> Payload:
+    """PENDING -> FULFILLED. Moves no points. Fulfilling twice is refused (REDEMPTION_NOT_PENDING)
+    unless it is a retry under the first attempt's idempotency key, which gets the first answer."""
     assert poster.tenant_id is not None, "fulfilment is a merchant operation"
-    payload = await db.call("SELECT catalog_fulfil_redemption($1, $2)", poster.tenant_id, redemption_id)
-    assert isinstance(payload, dict) and "userErrors" in payload, payload
-    return payload
+    if idempotency_key is None:
+        payload = await db.call("SELECT catalog_fulfil_redemption($1, $2)", poster.tenant_id, redemption_id)
+        assert isinstance(payload, dict) and "userErrors" in payload, payload
+        return payload
+    return await post_idempotent(
+        db,
+        "catalog_fulfil_redemption",
+        idempotency_params(poster, "fulfil_redemption", idempotency_key, {"redemption": redemption_id})
+        | {"p_tenant": poster.tenant_id, "p_redemption": redemption_id},
+    )
 
 
 async def cancel_redemption(
