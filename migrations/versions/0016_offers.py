@@ -101,7 +101,7 @@ def upgrade() -> None:
     op.execute(f"GRANT SELECT ON offers TO {app_role}")
     op.execute(
         f"GRANT INSERT (tenant_id, code, segment_id, title, description, kind, target, multiplier,"
-        f" starts_at, ends_at) ON offers TO {app_role}"
+        f" starts_at, ends_at, withdrawn_at) ON offers TO {app_role}"
     )
     op.execute(f"GRANT UPDATE (withdrawn_at) ON offers TO {app_role}")
     _protect("offers", app_role, f"{OPERATOR} OR {OWN_TENANT} OR {IN_OFFER_SEGMENT}", OWN_TENANT)
