@@ -111,6 +111,7 @@ class MemberOffer:
 
 
 @strawberry.type(
+    name="OfferResults",
     description="How an offer did. Window: start to the earliest of end, withdrawal and now; baseline: "
     "the equally long window before the start. Spend compares the segment members' own spend at this "
     "merchant in the two windows; reversed earns count nowhere."
