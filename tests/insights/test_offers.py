@@ -15,7 +15,7 @@ from alliance.db import AccessContext
 from alliance.db.database import Database, run_sql
 from tests.catalog import member_api, member_id
 from tests.conftest import unique
-from tests.earning.test_rules_api import BATCH, define_raw, earn, enroll, errors, purchase
+from tests.earning.test_rules_api import BATCH, define_raw, earn, enroll, errors, purchase, retire
 
 OFFER_FIELDS = "id code segmentCode title description kind category tag multiplier startsAt endsAt status"
 CREATE = f"""mutation($i: CreateOfferInput!) {{ createOffer(input: $i) {{
@@ -152,6 +152,10 @@ async def test_a_withdrawn_offer_stops_and_a_scheduled_one_never_starts(db, make
         endsAt=(NOW + timedelta(days=8)).isoformat(),
     )
     assert scheduled["status"] == "SCHEDULED"
+    # The offer's rule changes only with the offer: members never read an offer whose bonus is gone.
+    assert errors(await retire(shop.api, live["code"])) == [("code", "RULE_OF_OFFER")]
+    redefined = await define_raw(shop.api, live["code"], "MULTIPLIER", {"multiplier": "3"})
+    assert errors(redefined) == [("code", "RULE_OF_OFFER")]
     for offer in (live, scheduled):
         payload = (await shop.api(WITHDRAW, i={"code": offer["code"]}))["withdrawOffer"]
         assert payload["userErrors"] == [] and payload["offer"]["status"] == "WITHDRAWN", payload

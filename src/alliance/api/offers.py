@@ -114,7 +114,7 @@ class MemberOffer:
     name="OfferResults",
     description="How an offer did. Window: start to the earliest of end, withdrawal and now; baseline: "
     "the equally long window before the start. Spend compares the segment members' own spend at this "
-    "merchant in the two windows; reversed earns count nowhere."
+    "merchant in the two windows; reversed earns count nowhere.",
 )
 class OfferResultsNode:
     window_start: datetime

@@ -209,9 +209,11 @@ async def define_rule(
     funded_by: str,
     effective_from: datetime | None,
     effective_until: datetime | None,
+    for_offer: bool = False,
 ) -> EarningRule:
     """A new version of rule ``code`` from ``effective_from`` (default now); the open version, if any,
-    ends there. A campaign (tenant_id None) may be funded by the merchant or the alliance."""
+    ends there. A campaign (tenant_id None) may be funded by the merchant or the alliance.
+    The rule of a targeted offer changes only through the offer (``for_offer``)."""
     if not RULE_CODE.fullmatch(code):
         raise DomainError("INVALID_RULE_CODE", "code is a lowercase slug of 2-63 characters", "code")
     if funded_by not in ("merchant", "alliance") or (funded_by == "alliance" and tenant_id is not None):
@@ -220,6 +222,8 @@ async def define_rule(
         )
     if tenant_id is None and kind != "multiplier":
         raise DomainError("INVALID_RULE", "alliance campaigns are multipliers", "kind")
+    if not for_offer:
+        await _refuse_offer_rule(session, tenant_id, code)
     normal = validate_config(kind, config)
     if "segment" in normal:
         await check_segment(session, tenant_id, normal["segment"])
@@ -301,11 +305,25 @@ async def check_segment(session: AsyncSession, tenant_id: int | None, code: str)
     return int(row.id)
 
 
+async def _refuse_offer_rule(session: AsyncSession, tenant_id: int | None, code: str) -> None:
+    """An offer's rule is defined and ended with its offer, so members never read an offer whose
+    bonus has silently changed or gone."""
+    if tenant_id is None:
+        return
+    offer = await run_sql(
+        session, text("SELECT 1 FROM offers WHERE tenant_id = :t AND code = :c"), {"t": tenant_id, "c": code}
+    )
+    if offer.first() is not None:
+        raise DomainError("RULE_OF_OFFER", f"{code!r} is an offer's rule: use withdrawOffer", "code")
+
+
 async def retire_rule(
-    session: AsyncSession, tenant_id: int | None, code: str, at: datetime | None
+    session: AsyncSession, tenant_id: int | None, code: str, at: datetime | None, for_offer: bool = False
 ) -> EarningRule:
     """End the version of ``code`` in force at ``at`` (default now). Versions scheduled to start
     later stay scheduled: retire them when they are in force, or define the code again."""
+    if not for_offer:
+        await _refuse_offer_rule(session, tenant_id, code)
     end = at or datetime.now(UTC)
     rows = [r for r in await _tenant_rules(session, tenant_id, include_campaigns=False) if r.code == code]
     current = next(

@@ -147,7 +147,15 @@ async def create_offer(session: AsyncSession, tenant_id: int, draft: OfferDraft)
         raise DomainError("OFFER_OVERLAPS", f"offer {clash!r} already makes this offer then", "startsAt")
     try:
         await earning_rules.define_rule(
-            session, tenant_id, code, draft.kind, config, "merchant", draft.starts_at, draft.ends_at
+            session,
+            tenant_id,
+            code,
+            draft.kind,
+            config,
+            "merchant",
+            draft.starts_at,
+            draft.ends_at,
+            for_offer=True,
         )
     except DomainError as error:
         if error.code == "AMBIGUOUS_RULE":
@@ -186,7 +194,7 @@ async def withdraw_offer(session: AsyncSession, tenant_id: int, code: str) -> Of
     if state == "scheduled":
         await run_sql(session, text("SELECT offers_cancel_scheduled_rule(:c)"), {"c": code})
     else:
-        await earning_rules.retire_rule(session, tenant_id, code, now)
+        await earning_rules.retire_rule(session, tenant_id, code, now, for_offer=True)
     offer.withdrawn_at = now
     session.add(offer)
     await session.flush()
