@@ -431,12 +431,8 @@ async def member_segments(
     without a live offer pay nothing for segments on the earn path. One round trip, one indexed
     lookup per member, for one member or a whole batch.
     """
-    rows = await db.call(
-        "SELECT coalesce(json_agg(s), '[]') FROM earning_member_segments($1, $2) s",
-        tenant_id,
-        member_numbers,
-    )
-    return {row["member_number"]: frozenset(row["segments"]) for row in rows}
+    found = await db.call("SELECT earning_member_segments($1, $2)", tenant_id, member_numbers)
+    return {number: frozenset(codes) for number, codes in found.items()}
 
 
 async def cached_rules(db: Database, tenant_id: int, at: datetime) -> list[Rule]:
