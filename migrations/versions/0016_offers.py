@@ -8,7 +8,7 @@ shows. Members read an offer only while they belong to its segment; they also st
 segment-restricted earning rules of segments they are not in (before, a member read every rule,
 which would have told anyone whom a merchant targets with what).
 
-SQL (functions for the earn path and withdrawal) is in ``migrations/sql/0016_offers.sql``.
+SQL (functions for the earn path, withdrawal, measurement and its refresh) is in ``migrations/sql/0016_offers.sql``.
 
 Revision ID: 0016
 Revises: 0015
@@ -105,17 +105,41 @@ def upgrade() -> None:
     )
     op.execute(f"GRANT UPDATE (withdrawn_at) ON offers TO {app_role}")
     _protect("offers", app_role, f"{OPERATOR} OR {OWN_TENANT} OR {IN_OFFER_SEGMENT}", OWN_TENANT)
+    # What `refresh_offer_results()` (the insights refresh, as the owner) measured; merchants read theirs.
+    op.execute(
+        """
+        CREATE TABLE offer_results (
+          offer_id bigint PRIMARY KEY REFERENCES offers(id),
+          tenant_id bigint NOT NULL,
+          window_start timestamptz NOT NULL,
+          window_end timestamptz NOT NULL,
+          baseline_start timestamptz NOT NULL,
+          segment_size bigint NOT NULL,
+          members_earned bigint NOT NULL,
+          spend_in_window numeric(18, 2) NOT NULL,
+          spend_in_baseline numeric(18, 2) NOT NULL,
+          points_cost bigint NOT NULL,
+          refreshed_at timestamptz NOT NULL
+        )
+        """
+    )
+    op.execute(f"GRANT SELECT ON offer_results TO {app_role}")
+    _protect("offer_results", app_role, f"{OPERATOR} OR {OWN_TENANT}", None)
     _rules_policy(app_role, MEMBER_READS_RULE)
     execute_script(SQL.read_text())
     for function in (
         "earning_member_segments(bigint, text[])",
         "offers_cancel_scheduled_rule(text)",
+        "offer_measure(bigint[], timestamptz)",
     ):
         op.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {app_role}")
 
 
 def downgrade() -> None:
     app_role = op.get_context().config.attributes["app_role"]
+    op.execute("DROP FUNCTION IF EXISTS refresh_offer_results(timestamptz)")
+    op.execute("DROP FUNCTION IF EXISTS offer_measure(bigint[], timestamptz)")
+    op.execute("DROP TABLE IF EXISTS offer_results")
     # The code before this revision would apply a segment-restricted rule to everyone: end them.
     op.execute("DELETE FROM earning_rules WHERE config ? 'segment' AND effective_from > now()")
     op.execute(

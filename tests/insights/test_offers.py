@@ -26,7 +26,7 @@ OFFERS = f"{{ offers(first: 20) {{ edges {{ node {{ {OFFER_FIELDS} }} }} }} }}"
 MY_OFFERS = "{ myOffers { id merchantName title description kind category multiplier endsAt } }"
 RESULTS = """query($c: String!) { offerResults(code: $c) {
   results { windowStart windowEnd baselineStart segmentSize membersEarned uptake spendInWindow
-    spendInBaseline extraSpend pointsCost merchantFundedPoints allianceFundedPoints }
+    spendInBaseline extraSpend pointsCost merchantFundedPoints allianceFundedPoints refreshedAt }
   userErrors { field code message } } }"""
 NODE = "query($id: ID!) { node(id: $id) { id ... on Offer { code title } } }"
 REVERSE = """mutation($i: ReverseTransactionInput!) { reverseTransaction(input: $i) {
@@ -218,6 +218,9 @@ async def test_a_merchant_cannot_see_measure_or_withdraw_anothers_offers(app, ht
     shop, rival = await make_merchant(), await make_merchant()
     fans = await segment(db, shop.tenant_id, [await enroll(shop)])
     offer = await create_offer(shop, fans)
+    (row,) = await owner_sql(db, "SELECT id FROM offers WHERE code = :c", c=offer["code"])
+    offer_pk = row.id
+    await owner_sql(db, "SELECT refresh_offer_results()")  # so a summary row of A's exists
 
     assert [e["node"]["code"] for e in (await shop.api(OFFERS))["offers"]["edges"]] == [offer["code"]]
     assert (await rival.api(OFFERS))["offers"]["edges"] == []
@@ -233,6 +236,14 @@ async def test_a_merchant_cannot_see_measure_or_withdraw_anothers_offers(app, ht
         assert seen.scalar_one() == 0
         rules = await run_sql(session, text("SELECT count(*) FROM earning_rules WHERE config ? 'segment'"))
         assert rules.scalar_one() == 0
+        measured = await run_sql(session, text("SELECT count(*) FROM offer_results"))
+        assert measured.scalar_one() == 0
+        direct = await run_sql(
+            session,
+            text("SELECT count(*) FROM offer_measure(ARRAY[CAST(:id AS bigint)], now())"),
+            {"id": offer_pk},
+        )
+        assert direct.scalar_one() == 0  # the measurement runs under the caller's row security
 
 
 async def test_a_member_sees_only_the_offers_of_their_segments(app, http, db, make_merchant):
@@ -303,10 +314,7 @@ async def test_results_match_the_hand_computed_ledger(app, http, db, make_mercha
     assert reverse["reverseTransaction"]["userErrors"] == []
     await earned_tx(shop, a, "10.00", category="jeans", effectiveAt=days_ago(6.5))  # before the baseline
 
-    payload = (await shop.api(RESULTS, c=offer["code"]))["offerResults"]
-    assert payload["userErrors"] == []
-    results = payload["results"]
-    assert {k: v for k, v in results.items() if not k.endswith(("Start", "End"))} == {
+    expected = {
         "segmentSize": 3,
         "membersEarned": 2,
         "uptake": "0.6667",
@@ -317,6 +325,21 @@ async def test_results_match_the_hand_computed_ledger(app, http, db, make_mercha
         "merchantFundedPoints": 140,
         "allianceFundedPoints": 0,
     }
+
+    async def measured() -> dict[str, Any]:
+        payload = (await shop.api(RESULTS, c=offer["code"]))["offerResults"]
+        assert payload["userErrors"] == []
+        return payload["results"]
+
+    def figures(results: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in results.items() if not k.endswith(("Start", "End", "At"))}
+
+    now_measured = await measured()  # not refreshed yet: measured on request
+    assert figures(now_measured) == expected and now_measured["refreshedAt"] is None
+    (refreshed,) = await owner_sql(db, "SELECT refresh_offer_results() AS n")
+    assert refreshed.n >= 1
+    results = await measured()  # from the summary the refresh keeps
+    assert figures(results) == expected and results["refreshedAt"] is not None
     start, end, baseline = (
         datetime.fromisoformat(results[k]) for k in ("windowStart", "windowEnd", "baselineStart")
     )

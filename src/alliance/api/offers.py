@@ -129,6 +129,9 @@ class OfferResultsNode:
     points_cost: int = strawberry.field(description="The offer's breakdown lines summed: the bonus it paid.")
     merchant_funded_points: int
     alliance_funded_points: int
+    refreshed_at: datetime | None = strawberry.field(
+        description="When the insights refresh measured it; null: measured now (not refreshed yet)."
+    )
 
 
 @strawberry.input

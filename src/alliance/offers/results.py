@@ -20,9 +20,13 @@ Definitions (what a merchant reads in `offerResults`):
 
 Earns that have been reversed count nowhere. Everything is read as the caller (row-level
 security): a merchant measures only its own offers over its own transactions and segments.
-The statement reads the segment members' transactions through the member index
-(``ledger_transactions_member``), so its cost grows with the segment's transactions, not with
-the ledger.
+
+The measurement (SQL ``offer_measure``) reads the segment members' transactions through the
+member index, so its cost grows with the segment's transactions, not with the ledger; still too
+much for a request on a big segment, so requests read ``offer_results``, which
+``refresh_offer_results()`` (run by ``alliance insights refresh``) keeps: every offer is
+re-measured while it runs and for 30 days after its window closes (returns reverse earns late),
+then its results are frozen. An offer the refresh has not reached yet is measured on request.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.db.database import run_sql
@@ -39,39 +44,30 @@ from alliance.errors import DomainError
 
 RATIO = Decimal("0.0001")
 
+# The summary the refresh keeps (`refresh_offer_results()`), else a measurement now: an offer the
+# refresh has not reached yet is young, so its windows (and their transactions) are short.
 _RESULTS = text(
     """
-    WITH o AS (
-      SELECT id, code, tenant_id, segment_id, starts_at,
-        greatest(starts_at, least(ends_at, coalesce(withdrawn_at, 'infinity'), CAST(:at AS timestamptz)))
-          AS window_end
-      FROM offers WHERE tenant_id = :tenant AND code = :code
-    ), w AS (
-      SELECT o.*, o.starts_at - (o.window_end - o.starts_at) AS baseline_start FROM o
-    ), segment AS (
-      SELECT m.member_id FROM customer_segment_members m JOIN w ON m.segment_id = w.segment_id
-    ), earns AS (
-      SELECT t.member_id, t.amount, t.effective_at >= w.starts_at AS in_window, t.details
-      FROM w CROSS JOIN segment
-      JOIN ledger_transactions t ON t.member_id = segment.member_id
-      WHERE t.tenant_id = w.tenant_id AND t.kind = 'earn'
-        AND t.effective_at >= w.baseline_start AND t.effective_at < w.window_end
-        AND NOT EXISTS (SELECT 1 FROM ledger_transactions r WHERE r.reverses_id = t.id)
-    ), offer_lines AS (
-      SELECT e.member_id, (line ->> 'points')::bigint AS points
-      FROM earns e CROSS JOIN w
-      CROSS JOIN LATERAL jsonb_array_elements(coalesce(e.details -> 'breakdown', '[]'::jsonb)) line
-      WHERE e.in_window AND line ->> 'rule' = 'offer:' || w.code
-    )
-    SELECT w.starts_at AS window_start, w.window_end, w.baseline_start,
-      (SELECT count(*) FROM segment) AS segment_size,
-      (SELECT count(DISTINCT member_id) FROM offer_lines WHERE points > 0) AS members_earned,
-      (SELECT coalesce(sum(amount) FILTER (WHERE in_window), 0) FROM earns) AS spend_in_window,
-      (SELECT coalesce(sum(amount) FILTER (WHERE NOT in_window), 0) FROM earns) AS spend_in_baseline,
-      (SELECT coalesce(sum(points), 0) FROM offer_lines) AS points_cost
-    FROM w
+    WITH offer AS (SELECT id FROM offers WHERE tenant_id = :tenant AND code = :code)
+    SELECT r.window_start, r.window_end, r.baseline_start, r.segment_size, r.members_earned,
+      r.spend_in_window, r.spend_in_baseline, r.points_cost, r.refreshed_at
+    FROM offer JOIN offer_results r ON r.offer_id = offer.id
+    UNION ALL
+    SELECT m.window_start, m.window_end, m.baseline_start, m.segment_size, m.members_earned,
+      m.spend_in_window, m.spend_in_baseline, m.points_cost, NULL
+    FROM offer CROSS JOIN LATERAL offer_measure(ARRAY[offer.id], CAST(:at AS timestamptz)) m
+    WHERE NOT EXISTS (SELECT 1 FROM offer_results r WHERE r.offer_id = offer.id)
     """
 )
+
+
+async def refresh_offer_results(connection: AsyncConnection, at: datetime | None = None) -> int:
+    """Re-measure the offers that are running or closed less than 30 days ago into
+    ``offer_results`` (as the owner: `alliance insights refresh` calls this); returns how many."""
+    result = await connection.execute(
+        text("SELECT refresh_offer_results(coalesce(CAST(:at AS timestamptz), now()))"), {"at": at}
+    )
+    return int(result.scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +84,7 @@ class OfferResults:
     points_cost: int
     merchant_funded_points: int
     alliance_funded_points: int
+    refreshed_at: datetime | None  # None: measured just now (the refresh has not reached it yet)
 
 
 async def offer_results(session: AsyncSession, tenant_id: int, code: str, at: datetime) -> OfferResults:
@@ -111,4 +108,5 @@ async def offer_results(session: AsyncSession, tenant_id: int, code: str, at: da
         points_cost=int(row.points_cost),
         merchant_funded_points=int(row.points_cost),
         alliance_funded_points=0,
+        refreshed_at=row.refreshed_at,
     )
