@@ -15,7 +15,7 @@ from alliance.db import AccessContext
 from alliance.db.database import Database, run_sql
 from tests.catalog import member_api, member_id
 from tests.conftest import unique
-from tests.earning.test_rules_api import BATCH, define_raw, earn, enroll, errors, purchase, retire
+from tests.earning.test_rules_api import BATCH, define_raw, earn, enroll, errors, preview, purchase, retire
 
 OFFER_FIELDS = "id code segmentCode title description kind category tag multiplier startsAt endsAt status"
 CREATE = f"""mutation($i: CreateOfferInput!) {{ createOffer(input: $i) {{
@@ -115,6 +115,9 @@ async def test_segment_members_get_the_offer_others_do_not_nor_outside_its_windo
     assert offer["status"] == "LIVE" and offer["segmentCode"] == fans and offer["multiplier"] == "2.00"
     line = f"offer:{offer['code']}"
 
+    shown = await preview(shop, fan, "120.00", category="jeans")  # the POS screen says so before the sale
+    assert shown["points"] == 240 and [b["rule"] for b in shown["breakdown"]] == ["base", line]
+    assert (await preview(shop, other, "120.00", category="jeans"))["points"] == 120
     assert summary(await earned_tx(shop, fan, "120.00", category="jeans")) == (
         240,
         [("base", 120), (line, 120)],
