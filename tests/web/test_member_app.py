@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -240,3 +241,68 @@ def test_usable_at_375_px(mobile_page, server):
     mobile_page.get_by_role("link", name="Rewards").click()
     expect(mobile_page.locator(".reward").first).to_be_visible()
     screenshot(mobile_page, "member-rewards-375")
+
+
+CREATE_OFFER = """mutation($i: CreateOfferInput!) { createOffer(input: $i) {
+  offer { code } userErrors { code } } }"""
+
+
+def test_a_member_in_a_segment_sees_the_offer_made_to_it_on_home(page, new_page, server, settings):
+    member = persona(server, 1)
+
+    async def put_in_a_segment() -> None:
+        db = Database(settings.database_url, settings)
+        engine = db.owner_engine()
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "WITH s AS (INSERT INTO customer_segments (tenant_id, code, name, definition)"
+                        " SELECT id, 'fruit-lovers', 'Fruit lovers', '{}' FROM tenants WHERE code = 'sunrise-mart'"
+                        " RETURNING id, tenant_id)"
+                        " INSERT INTO customer_segment_members (segment_id, tenant_id, member_id)"
+                        " SELECT s.id, s.tenant_id, m.id FROM s, members m WHERE m.member_number = :n"
+                    ),
+                    {"n": member["memberNumber"]},
+                )
+        finally:
+            await engine.dispose()
+            await db.close()
+
+    run_async(put_in_a_segment())
+    now = datetime.now(UTC)
+    with httpx.Client(base_url=server.url) as http:
+        creds = ("demo-sunrise-mart", "demo-sunrise-mart-secret")
+        token = http.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=creds).json()
+        offer = {
+            "segmentCode": "fruit-lovers",
+            "title": "Fresh fruit: double points",
+            "description": "Two weeks of double points on fruit, for our regulars.",
+            "kind": "CATEGORY",
+            "category": "fruit",
+            "multiplier": "2",
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(days=14)).isoformat(),
+        }
+        answer = http.post(
+            "/graphql",
+            json={"query": CREATE_OFFER, "variables": {"i": offer}},
+            headers={"Authorization": f"Bearer {token['access_token']}"},
+        ).json()
+    assert answer["data"]["createOffer"]["userErrors"] == [], answer
+
+    sign_in_as(page, member["name"])
+    offers = page.get_by_role("region", name="Offers for you")
+    expect(offers).to_contain_text("Fresh fruit: double points")
+    expect(offers).to_contain_text("×2 points at")
+    screenshot(page, "member-home-offer")
+
+    chinese = new_page(locale="zh-CN")
+    chinese.goto("/app/")
+    chinese.get_by_role("button", name=f"以 {member['name']} 登录").click()
+    expect(chinese.get_by_role("region", name="专属优惠")).to_contain_text("2 倍积分")
+    screenshot(chinese, "member-home-offer-zh")
+
+    other = new_page()
+    sign_in_as(other, persona(server, 0)["name"])
+    expect(other.locator(".offers")).to_have_count(0)  # not in the segment: no offer shown

@@ -43,6 +43,7 @@ from alliance.api.ledger import (
 from alliance.api.live import BalanceSubscriptions
 from alliance.api.members import MemberMutations, MemberNode, MemberQueries
 from alliance.api.metrics import OperationMetrics
+from alliance.api.offers import OfferMutations, OfferNode, OfferQueries
 from alliance.api.settlement import SettlementBatchNode, SettlementMutations, SettlementQueries
 from alliance.api.tenants import StoreNode, TenantMutations, TenantNode, TenantQueries
 from alliance.api.tiers import TierChangeNode, TierMutations, TierQueries
@@ -67,6 +68,7 @@ Query = merge_types(
         ApiClientQueries,
         FlowQueries,
         WebhookQueries,
+        OfferQueries,
     ),
 )
 Mutation = merge_types(
@@ -81,6 +83,7 @@ Mutation = merge_types(
         TierMutations,
         ApiClientMutations,
         WebhookMutations,
+        OfferMutations,
     ),
 )
 Subscription = merge_types("Subscription", (BalanceSubscriptions,))
@@ -111,6 +114,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             ApiClientNode,
             WebhookEndpointNode,
             WebhookDeliveryNode,
+            OfferNode,
             EarnPointsPayload,
             AwardPointsPayload,
             RedeemPointsPayload,

@@ -16,6 +16,7 @@ from alliance.api.earning import EarningRuleNode
 from alliance.api.ids import from_global_id
 from alliance.api.ledger import LotNode, TransactionNode
 from alliance.api.members import MemberNode
+from alliance.api.offers import OfferNode
 from alliance.api.settlement import SettlementBatchNode
 from alliance.api.tenants import StoreNode, TenantNode
 from alliance.api.types import Node
@@ -26,6 +27,7 @@ from alliance.catalog import service as catalog_service
 from alliance.earning.models import EarningRule
 from alliance.ledger.models import LedgerTransaction, Lot
 from alliance.members.models import Member
+from alliance.offers import service as offer_service
 from alliance.settlement.models import SettlementBatch
 from alliance.tenants.models import Store, Tenant
 from alliance.webhooks import service as webhook_service
@@ -106,6 +108,11 @@ async def _webhook_delivery(session: AsyncSession, pk: int) -> Node | None:
     return None if row is None else WebhookDeliveryNode.from_row(row)
 
 
+async def _offer(session: AsyncSession, pk: int) -> Node | None:
+    view = await offer_service.get_offer(session, pk)
+    return None if view is None else OfferNode.from_view(view)
+
+
 NodeLoader = Callable[[AsyncSession, int], Awaitable[Node | None]]
 NODE_LOADERS: dict[str, NodeLoader] = {
     "Tenant": lambda session, pk: _by_model(session, Tenant, pk, TenantNode),
@@ -119,4 +126,5 @@ NODE_LOADERS: dict[str, NodeLoader] = {
     "ApiClient": _api_client,
     "WebhookEndpoint": lambda session, pk: _by_model(session, WebhookEndpoint, pk, WebhookEndpointNode),
     "WebhookDelivery": _webhook_delivery,
+    "Offer": _offer,
 }

@@ -2,7 +2,8 @@
 
 A purchase earns base points (amount × rate, rounded, if the minimum spend is met), then the
 multipliers that apply — category and tag rates, scheduled and store- or tier-specific
-multipliers, alliance campaigns, the member's tier — stacked by the merchant's declared policy
+multipliers, a merchant's targeted offers (rules restricted to one of its customer segments),
+alliance campaigns, the member's tier — stacked by the merchant's declared policy
 (the highest wins, or they multiply), then capped per transaction. Tag rules can also earn a
 second asset (green-labelled products earn GREEN points). Every step is a breakdown line, so
 the member sees why they got what they got.
@@ -51,6 +52,9 @@ class MemberFacts:
     tier_rank: int = 0
     tier_multiplier: Decimal = Decimal(1)
     earned_today: int = 0  # at this merchant, for previews (posting re-checks under a lock)
+    # The codes of this merchant's active segments the member belongs to; looked up only when
+    # a segment-restricted rule (a targeted offer) is in force, so empty for everyone otherwise.
+    segments: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +121,28 @@ def schedule_matches(schedule: dict[str, Any] | None, day: date) -> bool:
     return all(checks) if checks else True
 
 
+def has_segment_rules(rules: list[Rule]) -> bool:
+    """Whether any rule in force is a targeted offer, i.e. whether the member's segments matter."""
+    return any("segment" in rule.config for rule in rules)
+
+
+def rule_line_name(rule: Rule) -> str:
+    """What a bonus line is called: the rule code, `offer:<code>` for a segment-restricted rule
+    (so the member sees it was an offer made to them, and the offer's cost can be summed from
+    the breakdowns), `campaign:<code>` for an alliance campaign."""
+    if rule.campaign:
+        return f"campaign:{rule.code}"
+    return f"offer:{rule.code}" if "segment" in rule.config else rule.code
+
+
 def _multiplier_applies(rule: Rule, purchase: Purchase, member: MemberFacts) -> bool:
     config = rule.config
+    if "segment" in config and config["segment"] not in member.segments:
+        return False
+    if rule.kind in ("category_rate", "tag_rate") and not schedule_matches(
+        config.get("schedule"), purchase.local_date
+    ):
+        return False
     if rule.kind == "category_rate":
         return purchase.category is not None and purchase.category == config["category"]
     if rule.kind == "tag_rate":
@@ -148,7 +172,7 @@ def plan_earn(purchase: Purchase, rules: list[Rule], member: MemberFacts) -> Ear
     applying = sorted((r for r in rules if _multiplier_applies(r, purchase, member)), key=lambda r: r.code)
     candidates = [
         (
-            r.code if not r.campaign else f"campaign:{r.code}",
+            rule_line_name(r),
             Decimal(str(r.config["multiplier"])),
             r.funded_by,
         )
@@ -189,7 +213,12 @@ def plan_earn(purchase: Purchase, rules: list[Rule], member: MemberFacts) -> Ear
     other: dict[str, int] = {}
     for rule in sorted(rules, key=lambda r: r.code):
         config = rule.config
-        if rule.kind == "tag_rate" and "asset" in config and config["tag"] in purchase.tags:
+        if (
+            rule.kind == "tag_rate"
+            and "asset" in config
+            and config["tag"] in purchase.tags
+            and schedule_matches(config.get("schedule"), purchase.local_date)
+        ):
             points = _rounded(purchase.amount * Decimal(str(config["rate"])), rounding)
             if points > 0:
                 other[config["asset"]] = other.get(config["asset"], 0) + points

@@ -119,23 +119,29 @@ def _validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
                 normal[key] = cap
         return normal
     if kind == "category_rate":
-        return {
-            "category": str(config.get("category", "")).strip()[:64] or _missing("category"),
-            "multiplier": _decimal(config, "multiplier", one, ten),
-        }
+        return _targeted(
+            config,
+            {
+                "category": str(config.get("category", "")).strip()[:64] or _missing("category"),
+                "multiplier": _decimal(config, "multiplier", one, ten),
+            },
+        )
     if kind == "tag_rate":
         tag = str(config.get("tag", "")).strip()[:64] or _missing("tag")
         if "asset" in config:
-            return {
-                "tag": tag,
-                "asset": str(config["asset"]),
-                "rate": _decimal(config, "rate", Decimal(0), Decimal(1000)),
-            }
-        return {"tag": tag, "multiplier": _decimal(config, "multiplier", one, ten)}
+            if config.get("segment"):
+                raise _invalid("a co-earn rule (asset) cannot be segment-restricted")
+            return _targeted(
+                config,
+                {
+                    "tag": tag,
+                    "asset": str(config["asset"]),
+                    "rate": _decimal(config, "rate", Decimal(0), Decimal(1000)),
+                },
+            )
+        return _targeted(config, {"tag": tag, "multiplier": _decimal(config, "multiplier", one, ten)})
     if kind == "multiplier":
-        normal = {"multiplier": _decimal(config, "multiplier", one, ten)}
-        if config.get("schedule"):
-            normal["schedule"] = _schedule(config["schedule"])
+        normal = _targeted(config, {"multiplier": _decimal(config, "multiplier", one, ten)})
         if config.get("stores"):
             if not isinstance(config["stores"], list):
                 raise _invalid("stores is a list of store codes")
@@ -161,6 +167,19 @@ def _validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _targeted(config: dict[str, Any], normal: dict[str, Any]) -> dict[str, Any]:
+    """``normal`` with the optional schedule (e.g. a two-week date range) and segment (a targeted
+    offer: only members of the merchant's customer segment ``segment`` get the bonus)."""
+    if config.get("schedule"):
+        normal["schedule"] = _schedule(config["schedule"])
+    if config.get("segment") is not None:
+        segment = str(config["segment"])
+        if not RULE_CODE.fullmatch(segment):
+            raise _invalid("segment is a segment code (a lowercase slug)")
+        normal["segment"] = segment
+    return normal
+
+
 def _missing(key: str) -> str:
     raise _invalid(f"{key} is required")
 
@@ -169,10 +188,13 @@ def _conflict_key(kind: str, config: dict[str, Any]) -> tuple[str, ...] | None:
     """Two rules with the same key in force at once would be ambiguous."""
     if kind == "base":
         return ("base",)
+    # An offer to a segment is keyed apart from the merchant's general rate (for its members the
+    # stacking policy combines both, as for any two multipliers); two offers of one category to
+    # one segment at once would be ambiguous.
     if kind == "category_rate":
-        return ("category", config["category"])
+        return ("category", config["category"], config.get("segment", ""))
     if kind == "tag_rate":
-        return ("tag", config["tag"], config.get("asset", ""))
+        return ("tag", config["tag"], config.get("asset", ""), config.get("segment", ""))
     if kind == "event_bonus":
         return ("event", config["event"])
     return None
@@ -187,9 +209,11 @@ async def define_rule(
     funded_by: str,
     effective_from: datetime | None,
     effective_until: datetime | None,
+    for_offer: bool = False,
 ) -> EarningRule:
     """A new version of rule ``code`` from ``effective_from`` (default now); the open version, if any,
-    ends there. A campaign (tenant_id None) may be funded by the merchant or the alliance."""
+    ends there. A campaign (tenant_id None) may be funded by the merchant or the alliance.
+    The rule of a targeted offer changes only through the offer (``for_offer``)."""
     if not RULE_CODE.fullmatch(code):
         raise DomainError("INVALID_RULE_CODE", "code is a lowercase slug of 2-63 characters", "code")
     if funded_by not in ("merchant", "alliance") or (funded_by == "alliance" and tenant_id is not None):
@@ -198,7 +222,11 @@ async def define_rule(
         )
     if tenant_id is None and kind != "multiplier":
         raise DomainError("INVALID_RULE", "alliance campaigns are multipliers", "kind")
+    if not for_offer:
+        await _refuse_offer_rule(session, tenant_id, code)
     normal = validate_config(kind, config)
+    if "segment" in normal:
+        await check_segment(session, tenant_id, normal["segment"])
     asset = normal.get("asset")
     if asset is not None:
         known = await run_sql(session, text("SELECT 1 FROM assets WHERE code = :a"), {"a": asset})
@@ -255,11 +283,47 @@ async def define_rule(
     return rule
 
 
+async def check_segment(session: AsyncSession, tenant_id: int | None, code: str) -> int:
+    """The id of the tenant's active segment ``code``; a campaign cannot target a segment (segments
+    are one merchant's customers), and another merchant's segment is as unknown as a missing one
+    (row-level security hides it; the tenant filter says so explicitly)."""
+    if tenant_id is None:
+        raise DomainError(
+            "SEGMENT_NOT_ALLOWED", "alliance campaigns cannot be restricted to a segment", "config"
+        )
+    row = (
+        await run_sql(
+            session,
+            text("SELECT id, status FROM customer_segments WHERE tenant_id = :t AND code = :c"),
+            {"t": tenant_id, "c": code},
+        )
+    ).first()
+    if row is None:
+        raise DomainError("UNKNOWN_SEGMENT", f"no segment {code!r}", "segment")
+    if row.status != "active":
+        raise DomainError("SEGMENT_ARCHIVED", f"segment {code!r} is archived", "segment")
+    return int(row.id)
+
+
+async def _refuse_offer_rule(session: AsyncSession, tenant_id: int | None, code: str) -> None:
+    """An offer's rule is defined and ended with its offer, so members never read an offer whose
+    bonus has silently changed or gone."""
+    if tenant_id is None:
+        return
+    offer = await run_sql(
+        session, text("SELECT 1 FROM offers WHERE tenant_id = :t AND code = :c"), {"t": tenant_id, "c": code}
+    )
+    if offer.first() is not None:
+        raise DomainError("RULE_OF_OFFER", f"{code!r} is an offer's rule: use withdrawOffer", "code")
+
+
 async def retire_rule(
-    session: AsyncSession, tenant_id: int | None, code: str, at: datetime | None
+    session: AsyncSession, tenant_id: int | None, code: str, at: datetime | None, for_offer: bool = False
 ) -> EarningRule:
     """End the version of ``code`` in force at ``at`` (default now). Versions scheduled to start
     later stay scheduled: retire them when they are in force, or define the code again."""
+    if not for_offer:
+        await _refuse_offer_rule(session, tenant_id, code)
     end = at or datetime.now(UTC)
     rows = [r for r in await _tenant_rules(session, tenant_id, include_campaigns=False) if r.code == code]
     current = next(
@@ -356,6 +420,19 @@ async def member_facts(
         )
         for row in rows
     }
+
+
+async def member_segments(
+    db: Database, tenant_id: int, member_numbers: list[str]
+) -> dict[str, frozenset[str]]:
+    """The codes of the tenant's active segments each member is in (members in none are absent).
+
+    Call only when a segment-restricted rule is in force (`engine.has_segment_rules`): merchants
+    without a live offer pay nothing for segments on the earn path. One round trip, one indexed
+    lookup per member, for one member or a whole batch.
+    """
+    found = await db.call("SELECT earning_member_segments($1, $2)", tenant_id, member_numbers)
+    return {number: frozenset(codes) for number, codes in found.items()}
 
 
 async def cached_rules(db: Database, tenant_id: int, at: datetime) -> list[Rule]:

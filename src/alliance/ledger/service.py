@@ -12,7 +12,7 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,7 +25,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from alliance.db import AccessContext, Database
 from alliance.db.database import run_sql
 from alliance.earning import service as earning_rules
-from alliance.earning.engine import BreakdownLine, EarnPlan, MemberFacts, Purchase, Rule, plan_earn
+from alliance.earning.engine import (
+    BreakdownLine,
+    EarnPlan,
+    MemberFacts,
+    Purchase,
+    Rule,
+    has_segment_rules,
+    plan_earn,
+)
 from alliance.errors import DomainError
 from alliance.ledger import limits
 from alliance.ledger.models import Asset, LedgerTransaction, Lot
@@ -203,6 +211,16 @@ def _plan(item: EarnItem, rules: list[Rule], facts: MemberFacts | None, time_zon
     return plan_earn(purchase, rules, facts or MemberFacts())
 
 
+async def _segments_if_targeted(
+    db: Database, tenant_id: int, member_numbers: list[str], rules: list[Rule]
+) -> dict[str, frozenset[str]]:
+    """The members' segments if a segment-restricted rule is among ``rules``; else nothing, and
+    no round trip: the earn path of a merchant without a live offer is unchanged."""
+    if not has_segment_rules(rules):
+        return {}
+    return await earning_rules.member_segments(db, tenant_id, member_numbers)
+
+
 def _plan_json(plan: EarnPlan) -> dict[str, Any]:
     return {
         "points": plan.merchant_points,
@@ -233,9 +251,10 @@ async def preview_earn(db: Database, poster: Poster, item: EarnItem, time_zone: 
     facts = await earning_rules.member_facts(
         db, poster.tenant_id, [item.member_number], item.asset, at, with_today=True
     )
-    plan = _plan(
-        item, await earning_rules.cached_rules(db, poster.tenant_id, at), facts[item.member_number], time_zone
-    )
+    rules = await earning_rules.cached_rules(db, poster.tenant_id, at)
+    segments = await _segments_if_targeted(db, poster.tenant_id, [item.member_number], rules)
+    member_facts = replace(facts[item.member_number], segments=segments.get(item.member_number, frozenset()))
+    plan = _plan(item, rules, member_facts, time_zone)
     cap = plan.cap_per_member_day
     if cap is not None and facts[item.member_number].earned_today + plan.points > cap:
         excess = min(plan.points, facts[item.member_number].earned_today + plan.points - cap)
@@ -258,9 +277,15 @@ async def earn_points(
     request = _check_earn_item(item)
     at = item.effective_at or datetime.now(UTC)
     rules = await earning_rules.cached_rules(db, poster.tenant_id, at)
+    # The member's segments matter only while a targeted offer is in force: one lookup then.
+    segments = (await _segments_if_targeted(db, poster.tenant_id, [item.member_number], rules)).get(
+        item.member_number, frozenset()
+    )
     # One plan per tier; the posting function applies the member's, so no lookup round trip.
     plans = {
-        str(facts.tier_rank): _plan_json(_plan(item, rules, facts, time_zone))
+        str(facts.tier_rank): _plan_json(
+            _plan(item, rules, replace(facts, segments=segments) if segments else facts, time_zone)
+        )
         for facts in await earning_rules.tier_variants(db)
     }
     details = {key: value for key, value in (("category", item.category), ("tags", request["tags"])) if value}
@@ -319,11 +344,19 @@ async def earn_points_batch(
         facts = await earning_rules.member_facts(db, poster.tenant_id, numbers, "POINTS", now)
         rules_at: dict[datetime, list[Rule]] = {}  # most items share one instant (now)
         for entry in checked:
-            item = items[entry["idx"]]
-            at = item.effective_at or now
+            at = items[entry["idx"]].effective_at or now
             if at not in rules_at:
                 rules_at[at] = await earning_rules.cached_rules(db, poster.tenant_id, at)
-            plan = _plan(item, rules_at[at], facts.get(entry["member_number"]), time_zone)
+        # One set-based lookup of every member's segments, if a targeted offer is in force.
+        in_force = [rule for rules in rules_at.values() for rule in rules]
+        segments = await _segments_if_targeted(db, poster.tenant_id, numbers, in_force)
+        for entry in checked:
+            item = items[entry["idx"]]
+            number = entry["member_number"]
+            member = facts.get(number) or MemberFacts()
+            if number in segments:
+                member = replace(member, segments=segments[number])
+            plan = _plan(item, rules_at[item.effective_at or now], member, time_zone)
             entry["points"], entry["alliance_points"] = plan.merchant_points, plan.alliance_points
             # A batch posts the purchase's own asset only; co-earned assets need a single earn.
             entry["breakdown"] = [line.as_dict() for line in plan.breakdown if line.asset == item.asset]

@@ -16,8 +16,9 @@ export async function loadHome() {
       tier { code name rank }
       tierProgress { currentCode nextCode rollingPoints pointsToNext } } }
     tiers { code name rank qualifyingPoints }
+    myOffers { id merchantName title description kind category tag multiplier endsAt }
   }`);
-  return { timeZone: data.viewer.timeZone, member: data.viewer.member, tiers: data.tiers };
+  return { timeZone: data.viewer.timeZone, member: data.viewer.member, tiers: data.tiers, offers: data.myOffers };
 }
 
 export async function loadBalances() {

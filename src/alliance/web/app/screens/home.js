@@ -1,4 +1,5 @@
-// Home: the unified balance per asset in large type, points expiring soon, tier and progress.
+// Home: the unified balance per asset in large type, points expiring soon, the offers merchants
+// made to the member (targeted offers of the segments they are in), tier and progress.
 
 import { formatDate, formatPoints, setTimeZone, t } from "/shared/i18n.js";
 import { loadHome } from "../api.js";
@@ -8,7 +9,7 @@ import { onBalancesChange, setBalances } from "../state.js";
 const ASSET_ORDER = ["POINTS", "GREEN"];
 
 export async function render(main) {
-  const { timeZone, member, tiers } = await loadHome();
+  const { timeZone, member, tiers, offers } = await loadHome();
   setTimeZone(timeZone);
   setBalances(member.balances);
   const balances = h("div", { class: "balances" });
@@ -33,6 +34,7 @@ export async function render(main) {
       h("p", { class: "muted" }, t("home.memberNumber", { number: member.memberNumber })),
       balances,
       expiring,
+      offersCard(offers),
       tierCard(member, tiers),
     ),
   );
@@ -60,6 +62,37 @@ function expiringNotices(balance) {
         points: formatPoints(soon.points),
         date: formatDate(soon.expiresAt),
       }),
+    ),
+  );
+}
+
+function offersCard(offers) {
+  if (!offers || offers.length === 0) return null;
+  return h(
+    "section",
+    { class: "card offers", "aria-labelledby": "offers-title" },
+    h("h3", { id: "offers-title" }, t("home.offers")),
+    h(
+      "ul",
+      { class: "offer-list" },
+      offers.map((offer) =>
+        h(
+          "li",
+          { class: "offer", "data-offer": offer.id },
+          h("p", { class: "offer-title" }, offer.title),
+          offer.description ? h("p", { class: "offer-text" }, offer.description) : null,
+          h(
+            "p",
+            { class: "muted small" },
+            t("home.offerTerms", {
+              // A display of the multiplier ("2.00" -> 2); no arithmetic on it.
+              multiplier: String(Number(offer.multiplier)),
+              merchant: offer.merchantName,
+              date: formatDate(offer.endsAt),
+            }),
+          ),
+        ),
+      ),
     ),
   );
 }
