@@ -1,0 +1,177 @@
+-- Operator insights (revision 0016): summaries of the ledger the operator's views read, so no
+-- request aggregates the ledger itself. Points flows and redemption latency are folded in
+-- incrementally (ledger_transactions, lots of a transaction and lot_movements are append-only,
+-- so each refresh folds the transactions after a watermark); liability is recomputed from the
+-- open lots (remaining and expires_at change in place, so no watermark applies to them).
+
+SET LOCAL check_function_bodies = false;
+
+CREATE TABLE insight_refresh_state (
+  name text PRIMARY KEY,
+  last_transaction_id bigint NOT NULL DEFAULT 0,
+  time_zone text,
+  refreshed_at timestamptz
+);
+INSERT INTO insight_refresh_state (name) VALUES ('operator');
+
+-- Points per business day (alliance time zone) of the transactions' effective time, with the
+-- definitions of settlement: issued and clawed back as in settlement_clearing_activity, consumed
+-- and restored as in settlement_provenance (redeemer set), expired as in settlement_breakage.
+-- issuer NULL: points issued by the alliance itself; redeemer NULL: not a redemption row.
+CREATE TABLE insight_point_flows (
+  asset text NOT NULL,
+  day date NOT NULL,
+  issuer_tenant_id bigint,
+  redeemer_tenant_id bigint,
+  issued bigint NOT NULL DEFAULT 0,
+  clawed_back bigint NOT NULL DEFAULT 0,
+  consumed bigint NOT NULL DEFAULT 0,
+  restored bigint NOT NULL DEFAULT 0,
+  expired bigint NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX insight_point_flows_key ON insight_point_flows
+  (asset, day, issuer_tenant_id, redeemer_tenant_id) NULLS NOT DISTINCT;
+
+-- Net points consumed (redemptions minus their reversals) by whole days between the lot's issue
+-- and the redemption, per merchant as issuer and as redeemer: a histogram, so weighted
+-- percentiles are a cumulative sum over at most a few thousand rows per merchant.
+CREATE TABLE insight_redemption_latency (
+  asset text NOT NULL,
+  tenant_id bigint NOT NULL,
+  side text NOT NULL CHECK (side IN ('issuer', 'redeemer')),
+  days int NOT NULL,
+  points bigint NOT NULL,
+  PRIMARY KEY (asset, tenant_id, side, days)
+);
+
+-- Outstanding points: open lots by issuer and expiry day, the last business day (alliance time
+-- zone) the points can be used (expires_at is the first instant they cannot); NULL: never.
+CREATE TABLE insight_liability (
+  asset text NOT NULL,
+  issuer_tenant_id bigint,
+  expiry_day date,
+  points bigint NOT NULL,
+  lots bigint NOT NULL
+);
+CREATE UNIQUE INDEX insight_liability_key ON insight_liability
+  (asset, issuer_tenant_id, expiry_day) NULLS NOT DISTINCT;
+
+-- The watermark a refresh may fold up to: every transaction with a lower id has committed or
+-- rolled back. A SHARE lock waits for the writers in flight (identity values are taken before
+-- commit, so a lower id may commit after a higher one) and is released at once: the caller runs
+-- this in a transaction of its own. Writers pause for as long as the slowest one in flight.
+CREATE FUNCTION insights_operator_horizon()
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET lock_timeout = '5s' AS $$
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  LOCK TABLE ledger_transactions IN SHARE MODE;
+  RETURN coalesce((SELECT max(id) FROM ledger_transactions), 0);
+END $$;
+
+-- Flows and latency of the transactions with ids in (p_after, p_upto].
+CREATE FUNCTION insight_flow_delta(p_after bigint, p_upto bigint, p_time_zone text)
+RETURNS TABLE (asset text, day date, issuer_tenant_id bigint, redeemer_tenant_id bigint, issued bigint,
+  clawed_back bigint, consumed bigint, restored bigint, expired bigint)
+LANGUAGE sql STABLE AS $$
+  WITH issued AS (
+    SELECT t.asset, (t.effective_at AT TIME ZONE p_time_zone)::date AS day, l.issuer_tenant_id,
+      NULL::bigint AS redeemer_tenant_id, sum(l.amount) AS issued, 0 AS clawed_back, 0 AS consumed,
+      0 AS restored, 0 AS expired
+    FROM ledger_transactions t JOIN lots l ON l.transaction_id = t.id
+    WHERE t.id > p_after AND t.id <= p_upto AND t.kind IN ('earn', 'award', 'compensate')
+    GROUP BY 1, 2, 3
+  ), moved AS (
+    SELECT t.asset, (t.effective_at AT TIME ZONE p_time_zone)::date AS day, l.issuer_tenant_id,
+      CASE WHEN (t.kind IN ('redeem', 'capture') AND mv.kind = 'consume') OR (t.kind = 'reverse' AND mv.kind = 'restore')
+           THEN t.tenant_id END AS redeemer_tenant_id,
+      0 AS issued,
+      coalesce(sum(-mv.points) FILTER (WHERE mv.kind = 'clawback'), 0) AS clawed_back,
+      coalesce(sum(-mv.points) FILTER (WHERE t.kind IN ('redeem', 'capture') AND mv.kind = 'consume'), 0) AS consumed,
+      coalesce(sum(mv.points) FILTER (WHERE t.kind = 'reverse' AND mv.kind = 'restore'), 0) AS restored,
+      coalesce(sum(-mv.points) FILTER (WHERE t.kind = 'expire' AND mv.kind = 'expire'), 0) AS expired
+    FROM ledger_transactions t JOIN lot_movements mv ON mv.transaction_id = t.id JOIN lots l ON l.id = mv.lot_id
+    WHERE t.id > p_after AND t.id <= p_upto
+    GROUP BY 1, 2, 3, 4
+  )
+  SELECT asset, day, issuer_tenant_id, redeemer_tenant_id, sum(issued)::bigint, sum(clawed_back)::bigint,
+    sum(consumed)::bigint, sum(restored)::bigint, sum(expired)::bigint
+  FROM (SELECT * FROM issued UNION ALL SELECT * FROM moved) d
+  GROUP BY 1, 2, 3, 4
+  HAVING sum(issued) <> 0 OR sum(clawed_back) <> 0 OR sum(consumed) <> 0 OR sum(restored) <> 0 OR sum(expired) <> 0
+$$;
+
+-- A reversal's restored points leave the latency bucket of the redemption it reverses (same
+-- lot issue time, the redemption's effective time), so the histogram holds net redemptions.
+CREATE FUNCTION insight_latency_delta(p_after bigint, p_upto bigint)
+RETURNS TABLE (asset text, tenant_id bigint, side text, days int, points bigint)
+LANGUAGE sql STABLE AS $$
+  WITH redeemed AS (
+    SELECT t.asset, l.issuer_tenant_id, t.tenant_id AS redeemer_tenant_id,
+      greatest(floor(extract(epoch FROM t.effective_at - l.issued_at) / 86400), 0)::int AS days, -mv.points AS points
+    FROM ledger_transactions t JOIN lot_movements mv ON mv.transaction_id = t.id JOIN lots l ON l.id = mv.lot_id
+    WHERE t.id > p_after AND t.id <= p_upto AND t.kind IN ('redeem', 'capture') AND mv.kind = 'consume'
+      AND t.tenant_id IS NOT NULL
+    UNION ALL
+    SELECT t.asset, l.issuer_tenant_id, t.tenant_id,
+      greatest(floor(extract(epoch FROM r.effective_at - coalesce(o.issued_at, l.issued_at)) / 86400), 0)::int,
+      -mv.points
+    FROM ledger_transactions t JOIN lot_movements mv ON mv.transaction_id = t.id JOIN lots l ON l.id = mv.lot_id
+    JOIN ledger_transactions r ON r.id = t.reverses_id
+    LEFT JOIN lots o ON o.id = l.restored_from_lot_id
+    WHERE t.id > p_after AND t.id <= p_upto AND t.kind = 'reverse' AND mv.kind = 'restore'
+      AND t.tenant_id IS NOT NULL
+  )
+  SELECT asset, party, side, days, sum(points)::bigint
+  FROM redeemed
+  CROSS JOIN LATERAL (VALUES (issuer_tenant_id, 'issuer'), (redeemer_tenant_id, 'redeemer')) p(party, side)
+  WHERE party IS NOT NULL
+  GROUP BY 1, 2, 3, 4
+  HAVING sum(points) <> 0
+$$;
+
+-- The operator's refresh: fold the transactions after the watermark up to p_upto (from
+-- insights_operator_horizon(), taken in an earlier transaction), then recompute liability.
+-- A change of time zone rebuilds the day buckets from the start.
+CREATE FUNCTION insights_refresh_operator(p_time_zone text, p_upto bigint)
+RETURNS TABLE (folded_from bigint, folded_to bigint, flow_rows bigint, liability_rows bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+  v_state insight_refresh_state;
+  v_from bigint;
+  v_flows bigint := 0;
+  v_liability bigint;
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  SELECT * INTO STRICT v_state FROM insight_refresh_state WHERE name = 'operator' FOR UPDATE;
+  v_from := CASE WHEN v_state.time_zone IS DISTINCT FROM p_time_zone THEN 0 ELSE v_state.last_transaction_id END;
+  IF v_from = 0 THEN
+    DELETE FROM insight_point_flows;
+    DELETE FROM insight_redemption_latency;
+  END IF;
+  IF p_upto > v_from THEN
+    INSERT INTO insight_point_flows AS f (asset, day, issuer_tenant_id, redeemer_tenant_id, issued, clawed_back,
+        consumed, restored, expired)
+      SELECT * FROM insight_flow_delta(v_from, p_upto, p_time_zone)
+      ON CONFLICT (asset, day, issuer_tenant_id, redeemer_tenant_id) DO UPDATE SET
+        issued = f.issued + EXCLUDED.issued, clawed_back = f.clawed_back + EXCLUDED.clawed_back,
+        consumed = f.consumed + EXCLUDED.consumed, restored = f.restored + EXCLUDED.restored,
+        expired = f.expired + EXCLUDED.expired;
+    GET DIAGNOSTICS v_flows = ROW_COUNT;
+    INSERT INTO insight_redemption_latency AS h (asset, tenant_id, side, days, points)
+      SELECT * FROM insight_latency_delta(v_from, p_upto)
+      ON CONFLICT (asset, tenant_id, side, days) DO UPDATE SET points = h.points + EXCLUDED.points;
+  END IF;
+
+  DELETE FROM insight_liability;
+  INSERT INTO insight_liability (asset, issuer_tenant_id, expiry_day, points, lots)
+    SELECT l.asset, l.issuer_tenant_id, ((l.expires_at - interval '1 microsecond') AT TIME ZONE p_time_zone)::date,
+      sum(l.remaining), count(*)
+    FROM lots l WHERE l.remaining > 0
+    GROUP BY 1, 2, 3;
+  GET DIAGNOSTICS v_liability = ROW_COUNT;
+
+  UPDATE insight_refresh_state SET last_transaction_id = greatest(v_from, p_upto), time_zone = p_time_zone,
+      refreshed_at = now()
+    WHERE name = 'operator';
+  RETURN QUERY SELECT v_from, greatest(v_from, p_upto), v_flows, v_liability;
+END $$;
