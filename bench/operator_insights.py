@@ -157,7 +157,10 @@ async def measure(settings: Settings, month: date, runs: int) -> None:
         # The seeded month ends before today: query a window that covers it.
         for name, (p50, p99, worst) in (await time_operator_queries(db, runs=runs)).items():
             verdict = "ok" if p99 <= TARGET_MS else "OVER TARGET"
-            print(f"  {name:<46} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {worst:7.1f} ms  {verdict}")
+            print(
+                f"  {name:<46} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {worst:7.1f} ms  {verdict}",
+                flush=True,
+            )
     finally:
         await db.close()
 

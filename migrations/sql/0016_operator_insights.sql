@@ -14,13 +14,16 @@ CREATE TABLE insight_refresh_state (
 );
 INSERT INTO insight_refresh_state (name) VALUES ('operator');
 
--- Points per business day (alliance time zone) of the transactions' effective time, with the
--- definitions of settlement: issued and clawed back as in settlement_clearing_activity, consumed
--- and restored as in settlement_provenance (redeemer set), expired as in settlement_breakage.
+-- Points per period (grain day, ISO week or month; bucket: its first business day in the alliance
+-- time zone) of the transactions' effective time, with the definitions of settlement: issued and
+-- clawed back as in settlement_clearing_activity, consumed and restored as in
+-- settlement_provenance (redeemer set), expired as in settlement_breakage. Three grains, so a
+-- report reads at most a few tens of thousands of rows whatever its span.
 -- issuer NULL: points issued by the alliance itself; redeemer NULL: not a redemption row.
 CREATE TABLE insight_point_flows (
   asset text NOT NULL,
-  day date NOT NULL,
+  grain text NOT NULL CHECK (grain IN ('day', 'week', 'month')),
+  bucket date NOT NULL,
   issuer_tenant_id bigint,
   redeemer_tenant_id bigint,
   issued bigint NOT NULL DEFAULT 0,
@@ -30,7 +33,7 @@ CREATE TABLE insight_point_flows (
   expired bigint NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX insight_point_flows_key ON insight_point_flows
-  (asset, day, issuer_tenant_id, redeemer_tenant_id) NULLS NOT DISTINCT;
+  (asset, grain, bucket, issuer_tenant_id, redeemer_tenant_id) NULLS NOT DISTINCT;
 
 -- Net points consumed (redemptions minus their reversals) by whole days between the lot's issue
 -- and the redemption, per merchant as issuer and as redeemer: a histogram, so weighted
@@ -61,7 +64,7 @@ CREATE UNIQUE INDEX insight_liability_key ON insight_liability
 -- commit, so a lower id may commit after a higher one) and is released at once: the caller runs
 -- this in a transaction of its own. Writers pause for as long as the slowest one in flight.
 CREATE FUNCTION insights_operator_horizon()
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET lock_timeout = '5s' AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET lock_timeout = '1s' AS $$
 BEGIN
   IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
   LOCK TABLE ledger_transactions IN SHARE MODE;
@@ -149,10 +152,14 @@ BEGIN
     DELETE FROM insight_redemption_latency;
   END IF;
   IF p_upto > v_from THEN
-    INSERT INTO insight_point_flows AS f (asset, day, issuer_tenant_id, redeemer_tenant_id, issued, clawed_back,
-        consumed, restored, expired)
-      SELECT * FROM insight_flow_delta(v_from, p_upto, p_time_zone)
-      ON CONFLICT (asset, day, issuer_tenant_id, redeemer_tenant_id) DO UPDATE SET
+    INSERT INTO insight_point_flows AS f (asset, grain, bucket, issuer_tenant_id, redeemer_tenant_id, issued,
+        clawed_back, consumed, restored, expired)
+      SELECT d.asset, g.grain, date_trunc(g.grain, d.day::timestamp)::date, d.issuer_tenant_id,
+        d.redeemer_tenant_id, sum(d.issued), sum(d.clawed_back), sum(d.consumed), sum(d.restored), sum(d.expired)
+      FROM insight_flow_delta(v_from, p_upto, p_time_zone) d
+      CROSS JOIN (VALUES ('day'), ('week'), ('month')) g(grain)
+      GROUP BY 1, 2, 3, 4, 5
+      ON CONFLICT (asset, grain, bucket, issuer_tenant_id, redeemer_tenant_id) DO UPDATE SET
         issued = f.issued + EXCLUDED.issued, clawed_back = f.clawed_back + EXCLUDED.clawed_back,
         consumed = f.consumed + EXCLUDED.consumed, restored = f.restored + EXCLUDED.restored,
         expired = f.expired + EXCLUDED.expired;

@@ -377,13 +377,19 @@ async def test_redemption_latency_is_weighted_by_points_and_net_of_refunds(
                       WHERE asset = '{a}' EXCEPT SELECT asset, tenant_id, side, days, points FROM insight_redemption_latency)) THEN
             RAISE EXCEPTION 'latency summary differs from a recomputation';
           END IF;
-          IF EXISTS ((SELECT * FROM insight_point_flows WHERE asset = '{a}'
-                      EXCEPT SELECT * FROM insight_flow_delta(0, (SELECT last_transaction_id FROM insight_refresh_state),
-                                                              'Asia/Shanghai') WHERE asset = '{a}')
-                     UNION ALL
-                     (SELECT * FROM insight_flow_delta(0, (SELECT last_transaction_id FROM insight_refresh_state),
-                                                       'Asia/Shanghai') WHERE asset = '{a}'
-                      EXCEPT SELECT * FROM insight_point_flows)) THEN
+          -- Every grain equals the recomputation rolled up to it.
+          IF EXISTS (WITH fresh AS (
+                       SELECT d.asset, g.grain, date_trunc(g.grain, d.day::timestamp)::date AS bucket,
+                         d.issuer_tenant_id, d.redeemer_tenant_id, sum(d.issued) AS issued,
+                         sum(d.clawed_back) AS clawed_back, sum(d.consumed) AS consumed,
+                         sum(d.restored) AS restored, sum(d.expired) AS expired
+                       FROM insight_flow_delta(0, (SELECT last_transaction_id FROM insight_refresh_state),
+                                               'Asia/Shanghai') d
+                       CROSS JOIN (VALUES ('day'), ('week'), ('month')) g(grain)
+                       WHERE d.asset = '{a}' GROUP BY 1, 2, 3, 4, 5),
+                     stored AS (SELECT * FROM insight_point_flows WHERE asset = '{a}')
+                     (SELECT * FROM stored EXCEPT SELECT * FROM fresh)
+                     UNION ALL (SELECT * FROM fresh EXCEPT SELECT * FROM stored)) THEN
             RAISE EXCEPTION 'flow summary differs from a recomputation';
           END IF;
         END $$""".replace("{a}", asset),

@@ -28,7 +28,9 @@ def test_the_operator_reads_liability_by_expiry_month_and_merchant_health(page, 
 
     chart = page.locator(".chart.liability[data-rendered]")
     expect(chart.locator("canvas").first).to_be_visible()
-    expect(chart).to_have_attribute("aria-label", "Bar chart of outstanding points and expected breakage by expiry month")
+    expect(chart).to_have_attribute(
+        "aria-label", "Bar chart of outstanding points and expected breakage by expiry month"
+    )
     by_month = page.get_by_role("table", name="Liability by expiry month")
     expect(by_month.get_by_role("row").nth(1)).to_contain_text("¥")
     expect(page.get_by_role("table", name="Liability by issuer")).to_contain_text("rate")

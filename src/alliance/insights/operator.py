@@ -4,12 +4,13 @@ merchant is doing.
 Every figure is read from the summary tables of revision 0016, which `refresh_operator_insights`
 keeps up to date; a request never aggregates the ledger. Flows use settlement's own definitions
 (issued and clawed back as in operator clearing, consumed and restored as in provenance netting,
-expired as in the breakage report), bucketed by the business day of the transactions' effective
-time, so a period made of whole days gives the numbers its settlement batch gives.
+expired as in the breakage report), bucketed by business day, ISO week and month (alliance time
+zone) of the transactions' effective time, so a period gives the numbers its settlement batch
+gives. Reports cover the periods *starting* in [from, to), as ``pointsFlow`` covers batches.
 
 Expected breakage (a decision, documented here and in the API): per issuer, the share of its
-points that *ended* in the trailing twelve months (the year up to today, included) by expiring
-rather than by being redeemed, ``expired / (expired + redeemed)``, applied to what it has outstanding. An
+points that *ended* over the last twelve whole months and this month so far by expiring rather
+than by being redeemed, ``expired / (expired + redeemed)``, applied to what it has outstanding. An
 issuer with fewer than ``MIN_HISTORY_POINTS`` such points gets the alliance-wide share instead
 (one noisy month should not price a liability); with no history at all the estimate is zero.
 Each (issuer, expiry month) cell is rounded to whole points, and totals are sums of cells.
@@ -18,7 +19,7 @@ Each (issuer, expiry month) cell is rounded to whole points, and totals are sums
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
@@ -34,7 +35,7 @@ from alliance.settlement.flows import check_range
 MIN_HISTORY_POINTS = 10_000
 HISTORY_MONTHS = 12
 PERIODS = ("day", "week", "month")
-MAX_PERIODS = 400
+MAX_PERIODS = 40  # a report reads at most this many buckets per merchant pair
 RATE_PLACES = Decimal("0.0001")
 ALLIANCE = "ALLIANCE"
 
@@ -83,10 +84,11 @@ def _party(alias: str) -> str:
 
 _FLOW_TOTALS = text(
     f"""WITH f AS (
-      SELECT date_trunc(:period, f.day::timestamp)::date AS period_start, f.issuer_tenant_id AS issuer,
+      SELECT f.bucket AS period_start, f.issuer_tenant_id AS issuer,
         f.redeemer_tenant_id AS redeemer, f.issued - f.clawed_back AS issued,
         f.consumed - f.restored AS redeemed, f.expired
-      FROM insight_point_flows f WHERE f.asset = :asset AND f.day >= :start AND f.day < :end
+      FROM insight_point_flows f
+      WHERE f.asset = :asset AND f.grain = :period AND f.bucket >= :start AND f.bucket < :end
     ), by_party AS (
       SELECT period_start, issuer AS party, issued, 0 AS redeemed, 0 AS cross_redeemed,
         CASE WHEN redeemer <> issuer THEN redeemed ELSE 0 END AS redeemed_elsewhere, expired AS breakage
@@ -106,13 +108,14 @@ _FLOW_TOTALS = text(
 )
 
 _FLOW_PAIRS = text(
-    f"""SELECT date_trunc(:period, f.day::timestamp)::date AS period_start,
+    f"""SELECT f.bucket AS period_start,
       {_party("i")} AS issuer_code, i.category AS issuer_category,
       {_party("r")} AS redeemer_code, r.category AS redeemer_category,
       sum(f.consumed - f.restored)::bigint AS points
     FROM insight_point_flows f LEFT JOIN tenants i ON i.id = f.issuer_tenant_id
     JOIN tenants r ON r.id = f.redeemer_tenant_id
-    WHERE f.asset = :asset AND f.day >= :start AND f.day < :end AND f.redeemer_tenant_id IS NOT NULL
+    WHERE f.asset = :asset AND f.grain = :period AND f.bucket >= :start AND f.bucket < :end
+      AND f.redeemer_tenant_id IS NOT NULL
       AND (:own OR f.issuer_tenant_id IS DISTINCT FROM f.redeemer_tenant_id)
     GROUP BY 1, 2, 3, 4, 5
     HAVING sum(f.consumed - f.restored) <> 0
@@ -161,7 +164,7 @@ def _flow_params(asset: str, start: date, end: date, period: str, by: str) -> di
 async def flow_totals(
     session: AsyncSession, asset: str, start: date, end: date, period: str, by: str
 ) -> list[FlowTotal]:
-    """Per period in [start, end) (alliance business days) and party: issued, redeemed,
+    """Per period starting in [start, end) and party: issued, redeemed,
     cross-redeemed, redeemed elsewhere, breakage (operator; the summaries are operator-only)."""
     rows = await run_sql(session, _FLOW_TOTALS, _flow_params(asset, start, end, period, by))
     return [FlowTotal(*row) for row in rows]
@@ -193,7 +196,8 @@ _VALUE = text(
 _LIABILITY = text(
     """WITH history AS (
       SELECT f.issuer_tenant_id AS issuer, sum(f.expired) AS expired, sum(f.consumed - f.restored) AS redeemed
-      FROM insight_point_flows f WHERE f.asset = :asset AND f.day > :history_start AND f.day <= :today
+      FROM insight_point_flows f
+      WHERE f.asset = :asset AND f.grain = 'month' AND f.bucket >= :history_start AND f.bucket <= :today
       GROUP BY 1
     ), alliance AS (
       SELECT coalesce(sum(expired), 0) AS expired, coalesce(sum(expired + redeemed), 0) AS ended FROM history
@@ -280,7 +284,7 @@ async def liability(
         raise DomainError("UNKNOWN_ASSET", "no such asset", "asset")
     value, currency = value_row.value, value_row.currency
     today = datetime.now(ZoneInfo(time_zone)).date()
-    history_start = date(today.year - 1, today.month, 1) + timedelta(days=today.day - 1)
+    history_start = date(today.year - 1, today.month, 1)
     rows = (
         await run_sql(
             session,
@@ -337,12 +341,14 @@ async def refreshed_at(session: AsyncSession) -> datetime | None:
 _HEALTH = text(
     """WITH flows AS (
       SELECT f.issuer_tenant_id AS tenant_id, sum(f.issued - f.clawed_back) AS issued, 0 AS redeemed
-      FROM insight_point_flows f WHERE f.asset = :asset AND f.day >= :start AND f.day < :end
+      FROM insight_point_flows f
+      WHERE f.asset = :asset AND f.grain = 'month' AND f.bucket >= :start AND f.bucket < :end
         AND f.issuer_tenant_id IS NOT NULL
       GROUP BY 1
       UNION ALL
       SELECT f.redeemer_tenant_id, 0, sum(f.consumed - f.restored)
-      FROM insight_point_flows f WHERE f.asset = :asset AND f.day >= :start AND f.day < :end
+      FROM insight_point_flows f
+      WHERE f.asset = :asset AND f.grain = 'month' AND f.bucket >= :start AND f.bucket < :end
         AND f.redeemer_tenant_id IS NOT NULL
       GROUP BY 1
     ), activity AS (
@@ -417,8 +423,8 @@ class MerchantHealth:
 async def merchant_health(
     session: AsyncSession, asset: str, start: date, end: date, time_zone: str, tenant_code: str | None = None
 ) -> list[MerchantHealth]:
-    """Per merchant: issued vs redeemed over [start, end) (business days), disputes over the
-    settlement batches starting then, and all-time redemption latency."""
+    """Per merchant: issued vs redeemed over the months starting in [start, end), disputes over
+    the settlement batches starting then, and all-time redemption latency."""
     check_range(start, end)
     start_at, end_at = (datetime.combine(d, datetime.min.time(), ZoneInfo(time_zone)) for d in (start, end))
     params = {
