@@ -397,8 +397,8 @@ async def test_redemption_latency_is_weighted_by_points_and_net_of_refunds(
 
 
 QUERIES = {
-    "pointFlowTotals": "{ pointFlowTotals { issued } }",
-    "pointFlowPairs": "{ pointFlowPairs { points } }",
+    "pointFlowTotals": "{ pointFlowTotals { issued } days: pointFlowTotals(period: DAY) { issued } }",
+    "pointFlowPairs": "{ pointFlowPairs(period: WEEK, groupBy: CATEGORY) { points } }",
     "pointsLiability": "{ pointsLiability { outstanding { points } } }",
     "merchantHealth": "{ merchantHealth { tenantCode } }",
 }
@@ -455,3 +455,11 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
 async def _scalar(db, access, sql: str, **params):
     async with db.transaction(access) as session:
         return (await run_sql(session, text(sql), params)).scalar_one()
+
+
+async def test_a_flow_report_reads_at_most_forty_periods(operator):
+    ok = await operator(TOTALS, f="2021-01-01", t="2021-02-10", a="POINTS", p="DAY", g="MERCHANT")
+    assert ok["pointFlowTotals"] is not None
+    for period, to in (("DAY", "2021-02-11"), ("WEEK", "2021-10-09"), ("MONTH", "2024-07-01")):
+        errors = await operator.errors(TOTALS, f="2021-01-01", t=to, a="POINTS", p=period, g="MERCHANT")
+        assert errors[0]["extensions"]["code"] == "INVALID_PERIOD", period

@@ -157,11 +157,17 @@ def _latency(latency: operator.Latency) -> RedemptionLatency:
     )
 
 
-def _span(info: Info, from_: date | None, to: date | None) -> tuple[date, date]:
-    """[from, to) in business days; by default the last twelve months up to today included."""
+DEFAULT_SPAN_DAYS = {FlowPeriod.DAY: 31, FlowPeriod.WEEK: 182, FlowPeriod.MONTH: 365}
+
+
+def _span(
+    info: Info, from_: date | None, to: date | None, period: FlowPeriod = FlowPeriod.MONTH
+) -> tuple[date, date]:
+    """[from, to) in business days; by default the periods starting in the last month (days), half
+    year (weeks) or year (months) up to today."""
     today = datetime.now(ZoneInfo(info.context.settings.time_zone)).date()
     end = to or today + timedelta(days=1)
-    return from_ or end - timedelta(days=365), end
+    return from_ or end - timedelta(days=DEFAULT_SPAN_DAYS[period]), end
 
 
 FromArg = Annotated[date | None, strawberry.argument(name="from")]
@@ -171,7 +177,8 @@ FromArg = Annotated[date | None, strawberry.argument(name="from")]
 class AllianceInsightQueries:
     @strawberry.field(
         description="Per period and merchant (or category): issued, redeemed, cross-redeemed, redeemed"
-        " elsewhere, breakage; business days [from, to) in the alliance time zone (operator)."
+        " elsewhere, breakage; the periods starting in [from, to) (business days, alliance time zone),"
+        " at most 40; default: the last 31 days, 26 weeks or 12 months (operator)."
     )
     async def point_flow_totals(
         self,
@@ -183,7 +190,7 @@ class AllianceInsightQueries:
         group_by: FlowGrouping = FlowGrouping.MERCHANT,
     ) -> list[PointFlowTotal]:
         info.context.require(SETTLEMENT_READ, "operator")
-        start, end = _span(info, from_, to)
+        start, end = _span(info, from_, to, period)
         async with info.context.transaction() as session:
             rows = await operator.flow_totals(session, asset, start, end, period.value, group_by.value)
         return [
@@ -202,8 +209,8 @@ class AllianceInsightQueries:
 
     @strawberry.field(
         description="Net points redeemed per period from issuer to redeemer (merchants or categories);"
-        " cross-merchant pairs are settlement's lines, includeOwn adds points redeemed where issued"
-        " (operator)."
+        " cross-merchant pairs are settlement's lines, includeOwn adds points redeemed where issued;"
+        " periods as pointFlowTotals (operator)."
     )
     async def point_flow_pairs(
         self,
@@ -216,7 +223,7 @@ class AllianceInsightQueries:
         include_own: bool = False,
     ) -> list[PointFlowPair]:
         info.context.require(SETTLEMENT_READ, "operator")
-        start, end = _span(info, from_, to)
+        start, end = _span(info, from_, to, period)
         async with info.context.transaction() as session:
             rows = await operator.flow_pairs(
                 session, asset, start, end, period.value, group_by.value, include_own
@@ -273,8 +280,8 @@ class AllianceInsightQueries:
         )
 
     @strawberry.field(
-        description="Per merchant: issued vs redeemed over business days [from, to), dispute rate over"
-        " the settlement batches starting then, redemption latency to date (operator)."
+        description="Per merchant: issued vs redeemed over the months starting in [from, to), dispute"
+        " rate over the settlement batches starting then, redemption latency to date (operator)."
     )
     async def merchant_health(
         self,
