@@ -89,8 +89,11 @@ async def time_operator_queries(
         "pointFlowTotals month x merchant, 12 months": lambda s: operator.flow_totals(
             s, asset, year_ago, tomorrow, "month", "merchant"
         ),
-        "pointFlowTotals day x category, 92 days": lambda s: operator.flow_totals(
-            s, asset, today - timedelta(days=91), tomorrow, "day", "category"
+        "pointFlowTotals day x category, 31 days": lambda s: operator.flow_totals(
+            s, asset, today - timedelta(days=30), tomorrow, "day", "category"
+        ),
+        "pointFlowPairs week x merchant, 26 weeks": lambda s: operator.flow_pairs(
+            s, asset, today - timedelta(days=182), tomorrow, "week", "merchant", False
         ),
         "pointFlowPairs month x merchant, 12 months": lambda s: operator.flow_pairs(
             s, asset, year_ago, tomorrow, "month", "merchant", True
@@ -112,7 +115,7 @@ async def time_operator_queries(
     return results
 
 
-async def measure(settings: Settings, month: date, runs: int) -> None:
+async def measure(settings: Settings, month: date, runs: int, refresh: bool = True) -> None:
     assert settings.database_url is not None
     db = Database(settings.database_url, settings)
     try:
@@ -136,8 +139,9 @@ async def measure(settings: Settings, month: date, runs: int) -> None:
             f"{counts.open_lots:,} open lots",
             flush=True,
         )
-        for name, seconds in (await time_operator_refresh(db)).items():
-            print(f"  refresh {name:<44} {seconds:7.2f} s", flush=True)
+        if refresh:
+            for name, seconds in (await time_operator_refresh(db)).items():
+                print(f"  refresh {name:<44} {seconds:7.2f} s", flush=True)
         async with db.transaction(OPERATOR) as session:
             sizes = (
                 await run_sql(
@@ -180,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--reuse", action="store_true", help="keep an existing seeded bench database")
     parser.add_argument("--keep", action="store_true", help="do not drop the bench database at the end")
+    parser.add_argument(
+        "--queries-only", action="store_true", help="with --reuse: time the queries, no refresh"
+    )
     args = parser.parse_args(argv)
     server_url, _ = bench_server(args)
     owner_url = server_url.set(database=DB_NAME)
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 end=end,
             )
             asyncio.run(seed(owner_url, plan))
-        asyncio.run(measure(settings, month, args.runs))
+        asyncio.run(measure(settings, month, args.runs, refresh=not args.queries_only))
         print(f"load average at the end: {load()}")
     finally:
         if not args.keep:

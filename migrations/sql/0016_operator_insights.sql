@@ -35,6 +35,25 @@ CREATE TABLE insight_point_flows (
 CREATE UNIQUE INDEX insight_point_flows_key ON insight_point_flows
   (asset, grain, bucket, issuer_tenant_id, redeemer_tenant_id) NULLS NOT DISTINCT;
 
+-- The same flows per party: a merchant's (tenant NULL: the alliance's) issued points (net of
+-- clawbacks), points redeemed at it, of those the ones other merchants issued (its settlement
+-- receivable), its points redeemed at others (payable), its points redeemed anywhere, and its
+-- points that expired. Reports by party read tens of rows per period instead of every pair.
+CREATE TABLE insight_party_flows (
+  asset text NOT NULL,
+  grain text NOT NULL CHECK (grain IN ('day', 'week', 'month')),
+  bucket date NOT NULL,
+  tenant_id bigint,
+  issued bigint NOT NULL DEFAULT 0,
+  redeemed bigint NOT NULL DEFAULT 0,
+  cross_redeemed bigint NOT NULL DEFAULT 0,
+  redeemed_elsewhere bigint NOT NULL DEFAULT 0,
+  issued_redeemed bigint NOT NULL DEFAULT 0,
+  breakage bigint NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX insight_party_flows_key ON insight_party_flows
+  (asset, grain, bucket, tenant_id) NULLS NOT DISTINCT;
+
 -- Net points consumed (redemptions minus their reversals) by whole days between the lot's issue
 -- and the redemption, per merchant as issuer and as redeemer: a histogram, so weighted
 -- percentiles are a cumulative sum over at most a few thousand rows per merchant.
@@ -149,21 +168,46 @@ BEGIN
   v_from := CASE WHEN v_state.time_zone IS DISTINCT FROM p_time_zone THEN 0 ELSE v_state.last_transaction_id END;
   IF v_from = 0 THEN
     DELETE FROM insight_point_flows;
+    DELETE FROM insight_party_flows;
     DELETE FROM insight_redemption_latency;
   END IF;
   IF p_upto > v_from THEN
-    INSERT INTO insight_point_flows AS f (asset, grain, bucket, issuer_tenant_id, redeemer_tenant_id, issued,
-        clawed_back, consumed, restored, expired)
-      SELECT d.asset, g.grain, date_trunc(g.grain, d.day::timestamp)::date, d.issuer_tenant_id,
-        d.redeemer_tenant_id, sum(d.issued), sum(d.clawed_back), sum(d.consumed), sum(d.restored), sum(d.expired)
+    CREATE TEMP TABLE insight_delta ON COMMIT DROP AS
+      SELECT d.asset, g.grain, date_trunc(g.grain, d.day::timestamp)::date AS bucket, d.issuer_tenant_id,
+        d.redeemer_tenant_id, sum(d.issued) AS issued, sum(d.clawed_back) AS clawed_back,
+        sum(d.consumed) AS consumed, sum(d.restored) AS restored, sum(d.expired) AS expired
       FROM insight_flow_delta(v_from, p_upto, p_time_zone) d
       CROSS JOIN (VALUES ('day'), ('week'), ('month')) g(grain)
-      GROUP BY 1, 2, 3, 4, 5
+      GROUP BY 1, 2, 3, 4, 5;
+    -- In bucket order, so a rebuild lays each period's rows out together.
+    INSERT INTO insight_point_flows AS f (asset, grain, bucket, issuer_tenant_id, redeemer_tenant_id, issued,
+        clawed_back, consumed, restored, expired)
+      SELECT * FROM insight_delta d ORDER BY d.asset, d.grain, d.bucket
       ON CONFLICT (asset, grain, bucket, issuer_tenant_id, redeemer_tenant_id) DO UPDATE SET
         issued = f.issued + EXCLUDED.issued, clawed_back = f.clawed_back + EXCLUDED.clawed_back,
         consumed = f.consumed + EXCLUDED.consumed, restored = f.restored + EXCLUDED.restored,
         expired = f.expired + EXCLUDED.expired;
     GET DIAGNOSTICS v_flows = ROW_COUNT;
+    INSERT INTO insight_party_flows AS p (asset, grain, bucket, tenant_id, issued, redeemed, cross_redeemed,
+        redeemed_elsewhere, issued_redeemed, breakage)
+      SELECT d.asset, d.grain, d.bucket, x.party, sum(x.issued), sum(x.redeemed), sum(x.cross_redeemed),
+        sum(x.redeemed_elsewhere), sum(x.issued_redeemed), sum(x.breakage)
+      FROM insight_delta d CROSS JOIN LATERAL (VALUES
+        ('issuer', d.issuer_tenant_id, d.issued - d.clawed_back, 0, 0,
+         CASE WHEN d.redeemer_tenant_id <> d.issuer_tenant_id THEN d.consumed - d.restored ELSE 0 END,
+         d.consumed - d.restored, d.expired),
+        ('redeemer', d.redeemer_tenant_id, 0, d.consumed - d.restored,
+         CASE WHEN d.issuer_tenant_id <> d.redeemer_tenant_id THEN d.consumed - d.restored ELSE 0 END, 0, 0, 0)
+      ) x(side, party, issued, redeemed, cross_redeemed, redeemed_elsewhere, issued_redeemed, breakage)
+      WHERE x.side = 'issuer' OR d.redeemer_tenant_id IS NOT NULL
+      GROUP BY 1, 2, 3, 4
+      ORDER BY 1, 2, 3
+      ON CONFLICT (asset, grain, bucket, tenant_id) DO UPDATE SET
+        issued = p.issued + EXCLUDED.issued, redeemed = p.redeemed + EXCLUDED.redeemed,
+        cross_redeemed = p.cross_redeemed + EXCLUDED.cross_redeemed,
+        redeemed_elsewhere = p.redeemed_elsewhere + EXCLUDED.redeemed_elsewhere,
+        issued_redeemed = p.issued_redeemed + EXCLUDED.issued_redeemed, breakage = p.breakage + EXCLUDED.breakage;
+    DROP TABLE insight_delta;
     INSERT INTO insight_redemption_latency AS h (asset, tenant_id, side, days, points)
       SELECT * FROM insight_latency_delta(v_from, p_upto)
       ON CONFLICT (asset, tenant_id, side, days) DO UPDATE SET points = h.points + EXCLUDED.points;
@@ -177,6 +221,8 @@ BEGIN
     GROUP BY 1, 2, 3;
   GET DIAGNOSTICS v_liability = ROW_COUNT;
 
+  -- Fresh statistics: the reports' plans depend on how many rows a period holds.
+  ANALYZE insight_point_flows, insight_party_flows, insight_redemption_latency, insight_liability;
   UPDATE insight_refresh_state SET last_transaction_id = greatest(v_from, p_upto), time_zone = p_time_zone,
       refreshed_at = now()
     WHERE name = 'operator';

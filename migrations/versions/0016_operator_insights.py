@@ -23,7 +23,13 @@ down_revision = "0015"
 branch_labels = None
 depends_on = None
 
-TABLES = ("insight_refresh_state", "insight_point_flows", "insight_redemption_latency", "insight_liability")
+TABLES = (
+    "insight_refresh_state",
+    "insight_point_flows",
+    "insight_party_flows",
+    "insight_redemption_latency",
+    "insight_liability",
+)
 FUNCTIONS = (
     "insights_refresh_operator(text, bigint)",
     "insight_latency_delta(bigint, bigint)",

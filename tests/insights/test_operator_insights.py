@@ -392,6 +392,27 @@ async def test_redemption_latency_is_weighted_by_points_and_net_of_refunds(
                      UNION ALL (SELECT * FROM fresh EXCEPT SELECT * FROM stored)) THEN
             RAISE EXCEPTION 'flow summary differs from a recomputation';
           END IF;
+          -- Each party's row equals its pairs' (the same delta folded twice).
+          IF EXISTS (WITH pairs AS (SELECT * FROM insight_point_flows WHERE asset = '{a}'),
+                     derived AS (
+                       SELECT asset, grain, bucket, party, sum(issued) AS issued, sum(redeemed) AS redeemed,
+                         sum(cross_redeemed) AS cross_redeemed, sum(redeemed_elsewhere) AS redeemed_elsewhere,
+                         sum(issued_redeemed) AS issued_redeemed, sum(breakage) AS breakage
+                       FROM (SELECT asset, grain, bucket, issuer_tenant_id AS party, issued - clawed_back AS issued,
+                               0 AS redeemed, 0 AS cross_redeemed,
+                               CASE WHEN redeemer_tenant_id <> issuer_tenant_id THEN consumed - restored ELSE 0 END
+                                 AS redeemed_elsewhere,
+                               consumed - restored AS issued_redeemed, expired AS breakage FROM pairs
+                             UNION ALL
+                             SELECT asset, grain, bucket, redeemer_tenant_id, 0, consumed - restored,
+                               CASE WHEN issuer_tenant_id <> redeemer_tenant_id THEN consumed - restored ELSE 0 END,
+                               0, 0, 0 FROM pairs WHERE redeemer_tenant_id IS NOT NULL) x
+                       GROUP BY 1, 2, 3, 4),
+                     stored AS (SELECT * FROM insight_party_flows WHERE asset = '{a}')
+                     (SELECT * FROM stored EXCEPT SELECT * FROM derived)
+                     UNION ALL (SELECT * FROM derived EXCEPT SELECT * FROM stored)) THEN
+            RAISE EXCEPTION 'party summary differs from its pairs';
+          END IF;
         END $$""".replace("{a}", asset),
     )
 
@@ -422,6 +443,7 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
 
     tables = (
         "insight_point_flows",
+        "insight_party_flows",
         "insight_liability",
         "insight_redemption_latency",
         "insight_refresh_state",

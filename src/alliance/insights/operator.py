@@ -83,24 +83,11 @@ def _party(alias: str) -> str:
 
 
 _FLOW_TOTALS = text(
-    f"""WITH f AS (
-      SELECT f.bucket AS period_start, f.issuer_tenant_id AS issuer,
-        f.redeemer_tenant_id AS redeemer, f.issued - f.clawed_back AS issued,
-        f.consumed - f.restored AS redeemed, f.expired
-      FROM insight_point_flows f
-      WHERE f.asset = :asset AND f.grain = :period AND f.bucket >= :start AND f.bucket < :end
-    ), by_party AS (
-      SELECT period_start, issuer AS party, issued, 0 AS redeemed, 0 AS cross_redeemed,
-        CASE WHEN redeemer <> issuer THEN redeemed ELSE 0 END AS redeemed_elsewhere, expired AS breakage
-      FROM f
-      UNION ALL
-      SELECT period_start, redeemer, 0, redeemed, CASE WHEN issuer <> redeemer THEN redeemed ELSE 0 END, 0, 0
-      FROM f WHERE redeemer IS NOT NULL
-    )
-    SELECT p.period_start, {_party("t")} AS code, t.category, sum(p.issued)::bigint AS issued,
+    f"""SELECT p.bucket AS period_start, {_party("t")} AS code, t.category, sum(p.issued)::bigint AS issued,
       sum(p.redeemed)::bigint AS redeemed, sum(p.cross_redeemed)::bigint AS cross_redeemed,
       sum(p.redeemed_elsewhere)::bigint AS redeemed_elsewhere, sum(p.breakage)::bigint AS breakage
-    FROM by_party p LEFT JOIN tenants t ON t.id = p.party
+    FROM insight_party_flows p LEFT JOIN tenants t ON t.id = p.tenant_id
+    WHERE p.asset = :asset AND p.grain = :period AND p.bucket >= :start AND p.bucket < :end
     GROUP BY 1, 2, 3
     HAVING sum(p.issued) <> 0 OR sum(p.redeemed) <> 0 OR sum(p.redeemed_elsewhere) <> 0
       OR sum(p.breakage) <> 0
@@ -195,9 +182,9 @@ _VALUE = text(
 
 _LIABILITY = text(
     """WITH history AS (
-      SELECT f.issuer_tenant_id AS issuer, sum(f.expired) AS expired, sum(f.consumed - f.restored) AS redeemed
-      FROM insight_point_flows f
-      WHERE f.asset = :asset AND f.grain = 'month' AND f.bucket >= :history_start AND f.bucket <= :today
+      SELECT p.tenant_id AS issuer, sum(p.breakage) AS expired, sum(p.issued_redeemed) AS redeemed
+      FROM insight_party_flows p
+      WHERE p.asset = :asset AND p.grain = 'month' AND p.bucket >= :history_start AND p.bucket <= :today
       GROUP BY 1
     ), alliance AS (
       SELECT coalesce(sum(expired), 0) AS expired, coalesce(sum(expired + redeemed), 0) AS ended FROM history
@@ -339,20 +326,12 @@ async def refreshed_at(session: AsyncSession) -> datetime | None:
 # --------------------------------------------------------------------------------------------
 
 _HEALTH = text(
-    """WITH flows AS (
-      SELECT f.issuer_tenant_id AS tenant_id, sum(f.issued - f.clawed_back) AS issued, 0 AS redeemed
-      FROM insight_point_flows f
-      WHERE f.asset = :asset AND f.grain = 'month' AND f.bucket >= :start AND f.bucket < :end
-        AND f.issuer_tenant_id IS NOT NULL
+    """WITH activity AS (
+      SELECT p.tenant_id, sum(p.issued) AS issued, sum(p.redeemed) AS redeemed
+      FROM insight_party_flows p
+      WHERE p.asset = :asset AND p.grain = 'month' AND p.bucket >= :start AND p.bucket < :end
+        AND p.tenant_id IS NOT NULL
       GROUP BY 1
-      UNION ALL
-      SELECT f.redeemer_tenant_id, 0, sum(f.consumed - f.restored)
-      FROM insight_point_flows f
-      WHERE f.asset = :asset AND f.grain = 'month' AND f.bucket >= :start AND f.bucket < :end
-        AND f.redeemer_tenant_id IS NOT NULL
-      GROUP BY 1
-    ), activity AS (
-      SELECT tenant_id, sum(issued) AS issued, sum(redeemed) AS redeemed FROM flows GROUP BY 1
     ), batches AS (
       SELECT b.id FROM settlement_batches b
       WHERE b.asset = :asset AND b.period_start >= :start_at AND b.period_start < :end_at
