@@ -53,19 +53,19 @@ async def time_operator_refresh(db: Database, incremental_tail: int = 10_000) ->
     try:
         async with engine.begin() as conn:
             await conn.execute(
-                text("UPDATE insight_refresh_state SET last_transaction_id = 0 WHERE name = 'operator'")
+                text(
+                    "UPDATE insight_refresh_state SET last_transaction_id = 0, horizon_transaction_id ="
+                    " greatest((SELECT max(id) FROM ledger_transactions) - :tail, 0) WHERE name = 'operator'"
+                ),
+                {"tail": incremental_tail},
             )
     finally:
         await engine.dispose()
-    async with db.transaction(OPERATOR) as session:
-        upto = (await run_sql(session, text("SELECT insights_operator_horizon()"))).scalar_one()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     async with db.transaction(OPERATOR) as session:
         await run_sql(
-            session,
-            text("SELECT * FROM insights_refresh_operator(:tz, :upto)"),
-            {"tz": db.settings.time_zone, "upto": max(upto - incremental_tail, 0)},
+            session, text("SELECT * FROM insights_refresh_operator(:tz)"), {"tz": db.settings.time_zone}
         )
     timings["from scratch"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -8,7 +8,8 @@ SET LOCAL check_function_bodies = false;
 
 CREATE TABLE insight_refresh_state (
   name text PRIMARY KEY,
-  last_transaction_id bigint NOT NULL DEFAULT 0,
+  last_transaction_id bigint NOT NULL DEFAULT 0,  -- folded up to here
+  horizon_transaction_id bigint NOT NULL DEFAULT 0,  -- safe to fold up to here
   time_zone text,
   refreshed_at timestamptz
 );
@@ -81,13 +82,19 @@ CREATE UNIQUE INDEX insight_liability_key ON insight_liability
 -- The watermark a refresh may fold up to: every transaction with a lower id has committed or
 -- rolled back. A SHARE lock waits for the writers in flight (identity values are taken before
 -- commit, so a lower id may commit after a higher one) and is released at once: the caller runs
--- this in a transaction of its own. Writers pause for as long as the slowest one in flight.
+-- this in a transaction of its own, before insights_refresh_operator. Writers pause for as long
+-- as the slowest one in flight (at most lock_timeout, then the refresh gives up and the next
+-- run retries). A refresh in progress makes it give up at once, before touching the ledger lock.
 CREATE FUNCTION insights_operator_horizon()
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET lock_timeout = '1s' AS $$
+DECLARE v_horizon bigint;
 BEGIN
   IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  PERFORM 1 FROM insight_refresh_state WHERE name = 'operator' FOR UPDATE NOWAIT;
   LOCK TABLE ledger_transactions IN SHARE MODE;
-  RETURN coalesce((SELECT max(id) FROM ledger_transactions), 0);
+  v_horizon := coalesce((SELECT max(id) FROM ledger_transactions), 0);
+  UPDATE insight_refresh_state SET horizon_transaction_id = v_horizon WHERE name = 'operator';
+  RETURN v_horizon;
 END $$;
 
 -- Flows and latency of the transactions with ids in (p_after, p_upto].
@@ -151,10 +158,10 @@ LANGUAGE sql STABLE AS $$
   HAVING sum(points) <> 0
 $$;
 
--- The operator's refresh: fold the transactions after the watermark up to p_upto (from
--- insights_operator_horizon(), taken in an earlier transaction), then recompute liability.
--- A change of time zone rebuilds the day buckets from the start.
-CREATE FUNCTION insights_refresh_operator(p_time_zone text, p_upto bigint)
+-- The operator's refresh: fold the transactions after the watermark up to the horizon that
+-- insights_operator_horizon() recorded (in an earlier transaction), then recompute liability.
+-- A change of time zone rebuilds the buckets from the start.
+CREATE FUNCTION insights_refresh_operator(p_time_zone text)
 RETURNS TABLE (folded_from bigint, folded_to bigint, flow_rows bigint, liability_rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
@@ -162,21 +169,23 @@ DECLARE
   v_from bigint;
   v_flows bigint := 0;
   v_liability bigint;
+  v_upto bigint;
 BEGIN
   IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
   SELECT * INTO STRICT v_state FROM insight_refresh_state WHERE name = 'operator' FOR UPDATE;
+  v_upto := v_state.horizon_transaction_id;
   v_from := CASE WHEN v_state.time_zone IS DISTINCT FROM p_time_zone THEN 0 ELSE v_state.last_transaction_id END;
   IF v_from = 0 THEN
     DELETE FROM insight_point_flows;
     DELETE FROM insight_party_flows;
     DELETE FROM insight_redemption_latency;
   END IF;
-  IF p_upto > v_from THEN
+  IF v_upto > v_from THEN
     CREATE TEMP TABLE insight_delta ON COMMIT DROP AS
       SELECT d.asset, g.grain, date_trunc(g.grain, d.day::timestamp)::date AS bucket, d.issuer_tenant_id,
         d.redeemer_tenant_id, sum(d.issued) AS issued, sum(d.clawed_back) AS clawed_back,
         sum(d.consumed) AS consumed, sum(d.restored) AS restored, sum(d.expired) AS expired
-      FROM insight_flow_delta(v_from, p_upto, p_time_zone) d
+      FROM insight_flow_delta(v_from, v_upto, p_time_zone) d
       CROSS JOIN (VALUES ('day'), ('week'), ('month')) g(grain)
       GROUP BY 1, 2, 3, 4, 5;
     -- In bucket order, so a rebuild lays each period's rows out together.
@@ -209,7 +218,7 @@ BEGIN
         issued_redeemed = p.issued_redeemed + EXCLUDED.issued_redeemed, breakage = p.breakage + EXCLUDED.breakage;
     DROP TABLE insight_delta;
     INSERT INTO insight_redemption_latency AS h (asset, tenant_id, side, days, points)
-      SELECT * FROM insight_latency_delta(v_from, p_upto)
+      SELECT * FROM insight_latency_delta(v_from, v_upto)
       ON CONFLICT (asset, tenant_id, side, days) DO UPDATE SET points = h.points + EXCLUDED.points;
   END IF;
 
@@ -223,8 +232,8 @@ BEGIN
 
   -- Fresh statistics: the reports' plans depend on how many rows a period holds.
   ANALYZE insight_point_flows, insight_party_flows, insight_redemption_latency, insight_liability;
-  UPDATE insight_refresh_state SET last_transaction_id = greatest(v_from, p_upto), time_zone = p_time_zone,
+  UPDATE insight_refresh_state SET last_transaction_id = greatest(v_from, v_upto), time_zone = p_time_zone,
       refreshed_at = now()
     WHERE name = 'operator';
-  RETURN QUERY SELECT v_from, greatest(v_from, p_upto), v_flows, v_liability;
+  RETURN QUERY SELECT v_from, greatest(v_from, v_upto), v_flows, v_liability;
 END $$;

@@ -31,7 +31,7 @@ TABLES = (
     "insight_liability",
 )
 FUNCTIONS = (
-    "insights_refresh_operator(text, bigint)",
+    "insights_refresh_operator(text)",
     "insight_latency_delta(bigint, bigint)",
     "insight_flow_delta(bigint, bigint, text)",
     "insights_operator_horizon()",

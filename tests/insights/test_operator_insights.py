@@ -464,7 +464,7 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
                 )
         for call in (
             "SELECT insights_operator_horizon()",
-            "SELECT * FROM insights_refresh_operator('UTC', 1)",
+            "SELECT * FROM insights_refresh_operator('UTC')",
         ):
             with pytest.raises(DBAPIError, match="FORBIDDEN"):
                 async with db.transaction(access) as session:

@@ -51,18 +51,16 @@ class OperatorRefresh:
 async def refresh_operator_insights(db: Database) -> OperatorRefresh:
     """Fold new ledger transactions into the flow and latency summaries and recompute liability.
 
-    Two transactions: the first only waits for the postings in flight and reads the highest id
-    (so no lower id can commit later), the second folds up to it. Safe to run beside traffic and
+    Two transactions: the first only waits for the postings in flight and records the highest
+    id (no lower id can commit later), the second folds up to it. Safe to run beside traffic and
     beside itself (the second takes the state row FOR UPDATE); the integrator's
     ``alliance insights refresh`` calls this."""
     async with db.transaction(OPERATOR) as session:
-        upto = (await run_sql(session, text("SELECT insights_operator_horizon()"))).scalar_one()
+        await run_sql(session, text("SELECT insights_operator_horizon()"))
     async with db.transaction(OPERATOR) as session:
         row = (
             await run_sql(
-                session,
-                text("SELECT * FROM insights_refresh_operator(:tz, :upto)"),
-                {"tz": db.settings.time_zone, "upto": upto},
+                session, text("SELECT * FROM insights_refresh_operator(:tz)"), {"tz": db.settings.time_zone}
             )
         ).one()
     return OperatorRefresh(row.folded_from, row.folded_to, row.flow_rows, row.liability_rows)
