@@ -67,6 +67,18 @@ CREATE TABLE insight_redemption_latency (
   PRIMARY KEY (asset, tenant_id, side, days)
 );
 
+-- Weighted median and 90th percentile of the histogram, per merchant and side, recomputed by each
+-- refresh (they are all-time figures, the same for every request).
+CREATE TABLE insight_latency_percentiles (
+  asset text NOT NULL,
+  tenant_id bigint NOT NULL,
+  side text NOT NULL,
+  median_days int NOT NULL,
+  p90_days int NOT NULL,
+  points bigint NOT NULL,
+  PRIMARY KEY (asset, tenant_id, side)
+);
+
 -- Outstanding points: open lots by issuer and expiry day, the last business day (alliance time
 -- zone) the points can be used (expires_at is the first instant they cannot); NULL: never.
 CREATE TABLE insight_liability (
@@ -222,6 +234,17 @@ BEGIN
       ON CONFLICT (asset, tenant_id, side, days) DO UPDATE SET points = h.points + EXCLUDED.points;
   END IF;
 
+  -- The smallest d with at least half (nine tenths) of the points redeemed within d days.
+  DELETE FROM insight_latency_percentiles;
+  INSERT INTO insight_latency_percentiles (asset, tenant_id, side, median_days, p90_days, points)
+    SELECT asset, tenant_id, side, min(days) FILTER (WHERE cum * 2 >= total),
+      min(days) FILTER (WHERE cum * 10 >= total * 9), max(total)
+    FROM (SELECT h.asset, h.tenant_id, h.side, h.days,
+            sum(h.points) OVER (PARTITION BY h.asset, h.tenant_id, h.side ORDER BY h.days) AS cum,
+            sum(h.points) OVER (PARTITION BY h.asset, h.tenant_id, h.side) AS total
+          FROM insight_redemption_latency h WHERE h.points > 0) c
+    GROUP BY 1, 2, 3;
+
   DELETE FROM insight_liability;
   INSERT INTO insight_liability (asset, issuer_tenant_id, expiry_day, points, lots)
     SELECT l.asset, l.issuer_tenant_id, ((l.expires_at - interval '1 microsecond') AT TIME ZONE p_time_zone)::date,
@@ -231,9 +254,83 @@ BEGIN
   GET DIAGNOSTICS v_liability = ROW_COUNT;
 
   -- Fresh statistics: the reports' plans depend on how many rows a period holds.
-  ANALYZE insight_point_flows, insight_party_flows, insight_redemption_latency, insight_liability;
+  ANALYZE insight_point_flows, insight_party_flows, insight_redemption_latency, insight_latency_percentiles,
+    insight_liability;
   UPDATE insight_refresh_state SET last_transaction_id = greatest(v_from, v_upto), time_zone = p_time_zone,
       refreshed_at = now()
     WHERE name = 'operator';
   RETURN QUERY SELECT v_from, greatest(v_from, v_upto), v_flows, v_liability;
+END $$;
+
+-- The reports that join the summaries with tenants and settlement run as the owner, for the
+-- operator only: under row-level security the planner cannot know the policies' filters keep
+-- every row for the operator, estimates one row per table and picks nested loops over tens of
+-- thousands of rows (x10 slower).
+CREATE FUNCTION insight_flow_pairs(p_asset text, p_grain text, p_start date, p_end date, p_by text, p_own boolean)
+RETURNS TABLE (period_start date, issuer_code text, issuer_category text, redeemer_code text,
+  redeemer_category text, points bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  RETURN QUERY
+  SELECT f.bucket,
+    CASE WHEN p_by = 'category' THEN NULL ELSE coalesce(i.code, 'ALLIANCE') END, i.category,
+    CASE WHEN p_by = 'category' THEN NULL ELSE r.code END, r.category,
+    sum(f.consumed - f.restored)::bigint
+  FROM insight_point_flows f LEFT JOIN tenants i ON i.id = f.issuer_tenant_id
+  JOIN tenants r ON r.id = f.redeemer_tenant_id
+  WHERE f.asset = p_asset AND f.grain = p_grain AND f.bucket >= p_start AND f.bucket < p_end
+    AND f.redeemer_tenant_id IS NOT NULL AND (p_own OR f.issuer_tenant_id IS DISTINCT FROM f.redeemer_tenant_id)
+  GROUP BY 1, 2, 3, 4, 5
+  HAVING sum(f.consumed - f.restored) <> 0
+  ORDER BY 1, 3 NULLS FIRST, 2, 5, 4;
+END $$;
+
+-- Per merchant: issued and redeemed over the months starting in [p_start, p_end), settlement
+-- lines and disputes of the batches starting in [p_start_at, p_end_at), all-time latency.
+CREATE FUNCTION insight_merchant_health(p_asset text, p_start date, p_end date, p_start_at timestamptz,
+  p_end_at timestamptz, p_tenant_code text)
+RETURNS TABLE (code text, category text, issued bigint, redeemed bigint, alliance_issued bigint,
+  alliance_redeemed bigint, lines bigint, disputes bigint, issuer_median int, issuer_p90 int, issuer_points bigint,
+  redeemer_median int, redeemer_p90 int, redeemer_points bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
+  RETURN QUERY
+  WITH activity AS (
+    SELECT p.tenant_id, sum(p.issued) AS issued, sum(p.redeemed) AS redeemed
+    FROM insight_party_flows p
+    WHERE p.asset = p_asset AND p.grain = 'month' AND p.bucket >= p_start AND p.bucket < p_end
+      AND p.tenant_id IS NOT NULL
+    GROUP BY 1
+  ), batches AS (
+    SELECT b.id FROM settlement_batches b
+    WHERE b.asset = p_asset AND b.period_start >= p_start_at AND b.period_start < p_end_at
+  ), line_parties AS (
+    SELECT x.tenant_id, count(*) AS lines FROM settlement_lines l JOIN batches b ON b.id = l.batch_id
+    CROSS JOIN LATERAL (VALUES (l.issuer_tenant_id), (l.redeemer_tenant_id)) x(tenant_id)
+    GROUP BY 1
+  ), dispute_parties AS (
+    SELECT x.tenant_id, count(*) AS disputes FROM settlement_disputes d JOIN batches b ON b.id = d.batch_id
+    CROSS JOIN LATERAL (VALUES (d.issuer_tenant_id), (d.redeemer_tenant_id)) x(tenant_id)
+    GROUP BY 1
+  ), latency AS (
+    SELECT * FROM insight_latency_percentiles WHERE asset = p_asset
+  ), parties AS (
+    SELECT a.tenant_id FROM activity a UNION SELECT l.tenant_id FROM line_parties l
+    UNION SELECT y.tenant_id FROM latency y
+  )
+  SELECT t.code, t.category, coalesce(a.issued, 0)::bigint, coalesce(a.redeemed, 0)::bigint,
+    (SELECT coalesce(sum(x.issued), 0) FROM activity x)::bigint,
+    (SELECT coalesce(sum(x.redeemed), 0) FROM activity x)::bigint,
+    coalesce(l.lines, 0), coalesce(d.disputes, 0),
+    li.median_days, li.p90_days, coalesce(li.points, 0), lr.median_days, lr.p90_days, coalesce(lr.points, 0)
+  FROM parties p JOIN tenants t ON t.id = p.tenant_id
+  LEFT JOIN activity a ON a.tenant_id = p.tenant_id
+  LEFT JOIN line_parties l ON l.tenant_id = p.tenant_id
+  LEFT JOIN dispute_parties d ON d.tenant_id = p.tenant_id
+  LEFT JOIN latency li ON li.tenant_id = p.tenant_id AND li.side = 'issuer'
+  LEFT JOIN latency lr ON lr.tenant_id = p.tenant_id AND lr.side = 'redeemer'
+  WHERE p_tenant_code IS NULL OR t.code = p_tenant_code
+  ORDER BY t.code;
 END $$;

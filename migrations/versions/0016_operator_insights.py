@@ -28,9 +28,12 @@ TABLES = (
     "insight_point_flows",
     "insight_party_flows",
     "insight_redemption_latency",
+    "insight_latency_percentiles",
     "insight_liability",
 )
 FUNCTIONS = (
+    "insight_merchant_health(text, date, date, timestamptz, timestamptz, text)",
+    "insight_flow_pairs(text, text, date, date, text, boolean)",
     "insights_refresh_operator(text)",
     "insight_latency_delta(bigint, bigint)",
     "insight_flow_delta(bigint, bigint, text)",

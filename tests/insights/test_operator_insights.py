@@ -446,6 +446,7 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
         "insight_party_flows",
         "insight_liability",
         "insight_redemption_latency",
+        "insight_latency_percentiles",
         "insight_refresh_state",
     )
     async with db.transaction(OPERATOR) as session:
@@ -465,6 +466,8 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
         for call in (
             "SELECT insights_operator_horizon()",
             "SELECT * FROM insights_refresh_operator('UTC')",
+            "SELECT * FROM insight_flow_pairs('POINTS', 'month', '2020-01-01', '2030-01-01', 'merchant', true)",
+            "SELECT * FROM insight_merchant_health('POINTS', '2020-01-01', '2030-01-01', now(), now(), NULL)",
         ):
             with pytest.raises(DBAPIError, match="FORBIDDEN"):
                 async with db.transaction(access) as session:

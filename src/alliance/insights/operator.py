@@ -92,20 +92,7 @@ _FLOW_TOTALS = text(
     ORDER BY 1, 3 NULLS FIRST, 2"""
 )
 
-_FLOW_PAIRS = text(
-    f"""SELECT f.bucket AS period_start,
-      {_party("i")} AS issuer_code, i.category AS issuer_category,
-      {_party("r")} AS redeemer_code, r.category AS redeemer_category,
-      sum(f.consumed - f.restored)::bigint AS points
-    FROM insight_point_flows f LEFT JOIN tenants i ON i.id = f.issuer_tenant_id
-    JOIN tenants r ON r.id = f.redeemer_tenant_id
-    WHERE f.asset = :asset AND f.grain = :period AND f.bucket >= :start AND f.bucket < :end
-      AND f.redeemer_tenant_id IS NOT NULL
-      AND (:own OR f.issuer_tenant_id IS DISTINCT FROM f.redeemer_tenant_id)
-    GROUP BY 1, 2, 3, 4, 5
-    HAVING sum(f.consumed - f.restored) <> 0
-    ORDER BY 1, 3 NULLS FIRST, 2, 5, 4"""
-)
+_FLOW_PAIRS = text("SELECT * FROM insight_flow_pairs(:asset, :period, :start, :end, :by, :own)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,49 +311,8 @@ async def refreshed_at(session: AsyncSession) -> datetime | None:
 # --------------------------------------------------------------------------------------------
 
 _HEALTH = text(
-    """WITH activity AS (
-      SELECT p.tenant_id, sum(p.issued) AS issued, sum(p.redeemed) AS redeemed
-      FROM insight_party_flows p
-      WHERE p.asset = :asset AND p.grain = 'month' AND p.bucket >= :start AND p.bucket < :end
-        AND p.tenant_id IS NOT NULL
-      GROUP BY 1
-    ), batches AS (
-      SELECT b.id FROM settlement_batches b
-      WHERE b.asset = :asset AND b.period_start >= :start_at AND b.period_start < :end_at
-    ), lines AS (
-      SELECT p.tenant_id, count(*) AS lines FROM settlement_lines l JOIN batches b ON b.id = l.batch_id
-      CROSS JOIN LATERAL (VALUES (l.issuer_tenant_id), (l.redeemer_tenant_id)) p(tenant_id)
-      GROUP BY 1
-    ), disputes AS (
-      SELECT p.tenant_id, count(*) AS disputes FROM settlement_disputes d JOIN batches b ON b.id = d.batch_id
-      CROSS JOIN LATERAL (VALUES (d.issuer_tenant_id), (d.redeemer_tenant_id)) p(tenant_id)
-      GROUP BY 1
-    ), latency AS (
-      SELECT tenant_id, side, min(days) FILTER (WHERE cum * 2 >= total) AS median,
-        min(days) FILTER (WHERE cum * 10 >= total * 9) AS p90, max(total) AS points
-      FROM (SELECT h.tenant_id, h.side, h.days, sum(h.points) OVER w AS cum,
-              sum(h.points) OVER (PARTITION BY h.tenant_id, h.side) AS total
-            FROM insight_redemption_latency h WHERE h.asset = :asset AND h.points > 0
-            WINDOW w AS (PARTITION BY h.tenant_id, h.side ORDER BY h.days)) c
-      GROUP BY 1, 2
-    ), parties AS (
-      SELECT tenant_id FROM activity UNION SELECT tenant_id FROM lines UNION SELECT tenant_id FROM latency
-    )
-    SELECT t.code, t.category, coalesce(a.issued, 0)::bigint AS issued,
-      coalesce(a.redeemed, 0)::bigint AS redeemed,
-      (SELECT coalesce(sum(issued), 0) FROM activity)::bigint AS alliance_issued,
-      (SELECT coalesce(sum(redeemed), 0) FROM activity)::bigint AS alliance_redeemed,
-      coalesce(l.lines, 0) AS lines, coalesce(d.disputes, 0) AS disputes,
-      li.median AS issuer_median, li.p90 AS issuer_p90, coalesce(li.points, 0)::bigint AS issuer_points,
-      lr.median AS redeemer_median, lr.p90 AS redeemer_p90, coalesce(lr.points, 0)::bigint AS redeemer_points
-    FROM parties p JOIN tenants t ON t.id = p.tenant_id
-    LEFT JOIN activity a ON a.tenant_id = p.tenant_id
-    LEFT JOIN lines l ON l.tenant_id = p.tenant_id
-    LEFT JOIN disputes d ON d.tenant_id = p.tenant_id
-    LEFT JOIN latency li ON li.tenant_id = p.tenant_id AND li.side = 'issuer'
-    LEFT JOIN latency lr ON lr.tenant_id = p.tenant_id AND lr.side = 'redeemer'
-    WHERE CAST(:tenant_code AS text) IS NULL OR t.code = :tenant_code
-    ORDER BY t.code"""
+    "SELECT * FROM insight_merchant_health(:asset, :start, :end, :start_at, :end_at,"
+    " CAST(:tenant_code AS text))"
 )
 
 
