@@ -92,11 +92,17 @@ async def time_operator_queries(
         "pointFlowTotals day x category, 31 days": lambda s: operator.flow_totals(
             s, asset, today - timedelta(days=30), tomorrow, "day", "category"
         ),
-        "pointFlowPairs week x merchant, 26 weeks": lambda s: operator.flow_pairs(
-            s, asset, today - timedelta(days=182), tomorrow, "week", "merchant", False
+        "pointFlowPairs week x category, 26 weeks": lambda s: operator.flow_pairs(
+            s, asset, today - timedelta(days=182), tomorrow, "week", "category", False
         ),
-        "pointFlowPairs month x merchant, 12 months": lambda s: operator.flow_pairs(
-            s, asset, year_ago, tomorrow, "month", "merchant", True
+        "pointFlowPairs month x merchant, 3 months": lambda s: operator.flow_pairs(
+            s, asset, today - timedelta(days=91), tomorrow, "month", "merchant", True
+        ),
+        "pointFlowPairs month x category, 12 months": lambda s: operator.flow_pairs(
+            s, asset, year_ago, tomorrow, "month", "category", True
+        ),
+        "pointFlowPairs month, one merchant, 12 months": lambda s: operator.flow_pairs(
+            s, asset, year_ago, tomorrow, "month", "merchant", True, "bench-0007"
         ),
         "pointsLiability": lambda s: operator.liability(s, asset, zone),
         "merchantHealth, 12 months": lambda s: operator.merchant_health(s, asset, year_ago, tomorrow, zone),

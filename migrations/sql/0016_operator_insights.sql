@@ -266,7 +266,8 @@ END $$;
 -- operator only: under row-level security the planner cannot know the policies' filters keep
 -- every row for the operator, estimates one row per table and picks nested loops over tens of
 -- thousands of rows (x10 slower).
-CREATE FUNCTION insight_flow_pairs(p_asset text, p_grain text, p_start date, p_end date, p_by text, p_own boolean)
+CREATE FUNCTION insight_flow_pairs(p_asset text, p_grain text, p_start date, p_end date, p_by text, p_own boolean,
+  p_tenant_code text)
 RETURNS TABLE (period_start date, issuer_code text, issuer_category text, redeemer_code text,
   redeemer_category text, points bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public AS $$
@@ -281,6 +282,7 @@ BEGIN
   JOIN tenants r ON r.id = f.redeemer_tenant_id
   WHERE f.asset = p_asset AND f.grain = p_grain AND f.bucket >= p_start AND f.bucket < p_end
     AND f.redeemer_tenant_id IS NOT NULL AND (p_own OR f.issuer_tenant_id IS DISTINCT FROM f.redeemer_tenant_id)
+    AND (p_tenant_code IS NULL OR i.code = p_tenant_code OR r.code = p_tenant_code)
   GROUP BY 1, 2, 3, 4, 5
   HAVING sum(f.consumed - f.restored) <> 0
   ORDER BY 1, 3 NULLS FIRST, 2, 5, 4;

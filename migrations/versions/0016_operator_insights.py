@@ -33,7 +33,7 @@ TABLES = (
 )
 FUNCTIONS = (
     "insight_merchant_health(text, date, date, timestamptz, timestamptz, text)",
-    "insight_flow_pairs(text, text, date, date, text, boolean)",
+    "insight_flow_pairs(text, text, date, date, text, boolean, text)",
     "insights_refresh_operator(text)",
     "insight_latency_delta(bigint, bigint)",
     "insight_flow_delta(bigint, bigint, text)",

@@ -33,6 +33,8 @@ TOTALS = """query($f: Date, $t: Date, $a: String!, $p: FlowPeriod!, $g: FlowGrou
 PAIRS = """query($f: Date, $t: Date, $a: String!, $g: FlowGrouping!, $own: Boolean!) {
   pointFlowPairs(from: $f, to: $t, asset: $a, groupBy: $g, includeOwn: $own) {
     periodStart issuerCode issuerCategory redeemerCode redeemerCategory points } }"""
+PAIRS_OF = """query($f: Date, $t: Date, $a: String!, $tenant: String!) {
+  pointFlowPairs(from: $f, to: $t, asset: $a, tenantCode: $tenant) { issuerCode redeemerCode points } }"""
 HEALTH = """query($f: Date, $t: Date, $a: String!) { merchantHealth(from: $f, to: $t, asset: $a) {
   tenantCode category issued redeemed redemptionRatio issuedShare redeemedShare settlementLines disputes
   disputeRate latencyAsIssuer { medianDays p90Days points } latencyAsRedeemer { medianDays p90Days points } } }"""
@@ -170,6 +172,17 @@ async def test_flows_are_the_numbers_of_settlement_and_breakage(settings, db, op
     pairs = (await operator(PAIRS, **span, g="MERCHANT", own=False))["pointFlowPairs"]
     assert {(p["issuerCode"], p["redeemerCode"]): p["points"] for p in pairs} == lines
     assert {p["periodStart"] for p in pairs} == {"2021-03-01"}
+    year = {"f": "2020-06-01", "t": "2021-06-01", "a": asset}
+    one = await operator(PAIRS_OF, **year, tenant=supermarket.code)
+    assert [(p["issuerCode"], p["redeemerCode"], p["points"]) for p in one["pointFlowPairs"]] == [
+        (hotel.code, supermarket.code, 40),
+        (supermarket.code, hotel.code, 250),
+    ]
+    errors = await operator.errors(PAIRS, **year, g="MERCHANT", own=False)
+    assert errors[0]["extensions"]["code"] == "INVALID_PERIOD", (
+        "every merchant's pairs: three periods at most"
+    )
+    assert (await operator(PAIRS, **year, g="CATEGORY", own=False))["pointFlowPairs"]
     own = (await operator(PAIRS, **span, g="MERCHANT", own=True))["pointFlowPairs"]
     assert own == pairs, "the hotel's own 150 came back: nothing redeemed where issued, net"
     by_category = (await operator(PAIRS, **span, g="CATEGORY", own=False))["pointFlowPairs"]
@@ -466,7 +479,7 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
         for call in (
             "SELECT insights_operator_horizon()",
             "SELECT * FROM insights_refresh_operator('UTC')",
-            "SELECT * FROM insight_flow_pairs('POINTS', 'month', '2020-01-01', '2030-01-01', 'merchant', true)",
+            "SELECT * FROM insight_flow_pairs('POINTS', 'month', '2020-01-01', '2030-01-01', 'merchant', true, NULL)",
             "SELECT * FROM insight_merchant_health('POINTS', '2020-01-01', '2030-01-01', now(), now(), NULL)",
         ):
             with pytest.raises(DBAPIError, match="FORBIDDEN"):

@@ -158,16 +158,22 @@ def _latency(latency: operator.Latency) -> RedemptionLatency:
 
 
 DEFAULT_SPAN_DAYS = {FlowPeriod.DAY: 31, FlowPeriod.WEEK: 182, FlowPeriod.MONTH: 365}
+# Pairs of every merchant: the last three periods.
+DEFAULT_PAIR_SPAN_DAYS = {FlowPeriod.DAY: 3, FlowPeriod.WEEK: 21, FlowPeriod.MONTH: 91}
 
 
 def _span(
-    info: Info, from_: date | None, to: date | None, period: FlowPeriod = FlowPeriod.MONTH
+    info: Info,
+    from_: date | None,
+    to: date | None,
+    period: FlowPeriod = FlowPeriod.MONTH,
+    defaults: dict[FlowPeriod, int] = DEFAULT_SPAN_DAYS,
 ) -> tuple[date, date]:
     """[from, to) in business days; by default the periods starting in the last month (days), half
     year (weeks) or year (months) up to today."""
     today = datetime.now(ZoneInfo(info.context.settings.time_zone)).date()
     end = to or today + timedelta(days=1)
-    return from_ or end - timedelta(days=DEFAULT_SPAN_DAYS[period]), end
+    return from_ or end - timedelta(days=defaults[period]), end
 
 
 FromArg = Annotated[date | None, strawberry.argument(name="from")]
@@ -209,8 +215,9 @@ class AllianceInsightQueries:
 
     @strawberry.field(
         description="Net points redeemed per period from issuer to redeemer (merchants or categories);"
-        " cross-merchant pairs are settlement's lines, includeOwn adds points redeemed where issued;"
-        " periods as pointFlowTotals (operator)."
+        " cross-merchant pairs are settlement's lines, includeOwn adds points redeemed where issued,"
+        " tenantCode keeps one merchant's pairs; periods as pointFlowTotals, but pairs of every merchant"
+        " cover at most 3 periods (operator)."
     )
     async def point_flow_pairs(
         self,
@@ -221,12 +228,16 @@ class AllianceInsightQueries:
         period: FlowPeriod = FlowPeriod.MONTH,
         group_by: FlowGrouping = FlowGrouping.MERCHANT,
         include_own: bool = False,
+        tenant_code: str | None = None,
     ) -> list[PointFlowPair]:
         info.context.require(SETTLEMENT_READ, "operator")
-        start, end = _span(info, from_, to, period)
+        every_pair = group_by == FlowGrouping.MERCHANT and tenant_code is None
+        start, end = _span(
+            info, from_, to, period, DEFAULT_PAIR_SPAN_DAYS if every_pair else DEFAULT_SPAN_DAYS
+        )
         async with info.context.transaction() as session:
             rows = await operator.flow_pairs(
-                session, asset, start, end, period.value, group_by.value, include_own
+                session, asset, start, end, period.value, group_by.value, include_own, tenant_code
             )
         return [
             PointFlowPair(

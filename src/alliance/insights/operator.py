@@ -33,7 +33,6 @@ from alliance.ledger.service import check_asset
 from alliance.settlement.flows import check_range
 
 MIN_HISTORY_POINTS = 10_000
-HISTORY_MONTHS = 12
 PERIODS = ("day", "week", "month")
 MAX_PERIODS = 40  # a report reads at most this many buckets per merchant pair
 RATE_PLACES = Decimal("0.0001")
@@ -92,7 +91,12 @@ _FLOW_TOTALS = text(
     ORDER BY 1, 3 NULLS FIRST, 2"""
 )
 
-_FLOW_PAIRS = text("SELECT * FROM insight_flow_pairs(:asset, :period, :start, :end, :by, :own)")
+_FLOW_PAIRS = text(
+    "SELECT * FROM insight_flow_pairs(:asset, :period, :start, :end, :by, :own, CAST(:tenant_code AS text))"
+)
+# Every merchant pair of every period is a long answer (2,450 pairs a period among 50 merchants):
+# without a merchant to narrow to, pairs by merchant cover at most this many periods.
+MAX_MERCHANT_PAIR_PERIODS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +147,27 @@ async def flow_totals(
 
 
 async def flow_pairs(
-    session: AsyncSession, asset: str, start: date, end: date, period: str, by: str, own: bool = False
+    session: AsyncSession,
+    asset: str,
+    start: date,
+    end: date,
+    period: str,
+    by: str,
+    own: bool = False,
+    tenant_code: str | None = None,
 ) -> list[FlowPair]:
     """Net points redeemed per period, issuer and redeemer: cross-merchant pairs are settlement's
-    lines (``own`` adds each merchant's points redeemed at itself)."""
-    params = _flow_params(asset, start, end, period, by) | {"own": own}
+    lines (``own`` adds each merchant's points redeemed at itself; ``tenant_code`` keeps the
+    pairs that merchant is a party to)."""
+    params = _flow_params(asset, start, end, period, by) | {"own": own, "tenant_code": tenant_code}
+    days = {"day": 1, "week": 7, "month": 31}[period]
+    if by == "merchant" and tenant_code is None and (end - start).days > MAX_MERCHANT_PAIR_PERIODS * days:
+        raise DomainError(
+            "INVALID_PERIOD",
+            f"pairs of every merchant cover at most {MAX_MERCHANT_PAIR_PERIODS} periods: narrow to a"
+            " tenantCode or group by category",
+            "to",
+        )
     rows = await run_sql(session, _FLOW_PAIRS, params)
     return [FlowPair(*row) for row in rows]
 
