@@ -501,3 +501,25 @@ async def test_a_flow_report_reads_at_most_forty_periods(operator):
     for period, to in (("DAY", "2021-02-11"), ("WEEK", "2021-10-09"), ("MONTH", "2024-07-01")):
         errors = await operator.errors(TOTALS, f="2021-01-01", t=to, a="POINTS", p=period, g="MERCHANT")
         assert errors[0]["extensions"]["code"] == "INVALID_PERIOD", period
+
+
+async def test_the_refresh_waits_for_postings_in_flight_and_never_skips_one(settings, db):
+    """Identity values are taken before commit: a posting in flight may commit a lower id after a
+    higher one is visible. The horizon waits for writers in flight (at most a second, then the
+    refresh gives up and the next run retries) rather than fold past an id still to come."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as writer:
+            await writer.begin()
+            await writer.execute(
+                text("LOCK TABLE ledger_transactions IN ROW EXCLUSIVE MODE")
+            )  # a posting in flight
+            with pytest.raises(DBAPIError, match="lock timeout"):
+                await refresh_operator_insights(db)
+            await writer.rollback()
+    finally:
+        await engine.dispose()
+    refreshed = await refresh_operator_insights(db)
+    assert refreshed.folded_to >= refreshed.folded_from
