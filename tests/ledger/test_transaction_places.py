@@ -51,7 +51,6 @@ async def test_a_members_history_names_each_merchant_and_store(app, http, db, ma
     assert places == [(hotel.code, None, None, 20), (mart.code, "S-1", "Riverside", 10)]
 
     redeemed = await hotel.api(
-        REDEEM,
-        i={"memberNumber": number, "points": 5, "orderRef": unique("o"), "idempotencyKey": unique("k")},
+        REDEEM, i={"memberNumber": number, "points": 5, "orderRef": unique("o"), "idempotencyKey": unique("k")}
     )
     assert redeemed["redeemPoints"]["transaction"] == {"kind": "REDEEM", "points": 5, "balanceChange": -5}

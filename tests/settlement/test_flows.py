@@ -14,9 +14,7 @@ LINES = """query($id: ID!) { settlementBatch(id: $id) { statementCsv
   lines(first: 50) { edges { node { issuerCode redeemerCode points } } } } }"""
 
 
-async def test_points_flow_sums_settled_lines_by_category_and_each_party_sees_its_lines(
-    settings, operator, make_merchant
-):
+async def test_points_flow_sums_settled_lines_by_category_and_each_party_sees_its_lines(settings, operator, make_merchant):
     supermarket = await make_merchant(TenantCategory.SUPERMARKET)
     baby_shop = await make_merchant(TenantCategory.BABY_GOODS)
     hotel = await make_merchant(TenantCategory.HOTEL)
@@ -28,9 +26,7 @@ async def test_points_flow_sums_settled_lines_by_category_and_each_party_sees_it
         await merchant.api(
             EARN, i={"memberNumber": number, "amount": amount, "orderRef": "o", "idempotencyKey": unique("k")}
         )
-    await hotel.api(
-        REDEEM, i={"memberNumber": number, "points": 450, "orderRef": "r", "idempotencyKey": unique("k")}
-    )
+    await hotel.api(REDEEM, i={"memberNumber": number, "points": 450, "orderRef": "r", "idempotencyKey": unique("k")})
     await supermarket.api(
         REDEEM, i={"memberNumber": number, "points": 40, "orderRef": "r2", "idempotencyKey": unique("k")}
     )
@@ -55,33 +51,15 @@ async def test_points_flow_sums_settled_lines_by_category_and_each_party_sees_it
         (supermarket, {(supermarket.code, hotel.code, 300), (baby_shop.code, supermarket.code, 40)}),
     ):
         seen = (await merchant.api(LINES, id=batch_id))["settlementBatch"]
-        lines = {
-            (e["node"]["issuerCode"], e["node"]["redeemerCode"], e["node"]["points"])
-            for e in seen["lines"]["edges"]
-        }
+        lines = {(e["node"]["issuerCode"], e["node"]["redeemerCode"], e["node"]["points"]) for e in seen["lines"]["edges"]}
         assert lines == expected, merchant.code
         assert all(f"{issuer},{redeemer}" in seen["statementCsv"] for issuer, redeemer, _ in expected)
     # 300 supermarket points and 150 baby-shop points went to the hotel (soonest-expiring, then
     # oldest lot first); the 40 points the supermarket took back were the baby shop's own.
     assert flows == [
-        {
-            "periodStart": period_start,
-            "issuerCategory": "BABY_GOODS",
-            "redeemerCategory": "HOTEL",
-            "points": 150,
-        },
-        {
-            "periodStart": period_start,
-            "issuerCategory": "BABY_GOODS",
-            "redeemerCategory": "SUPERMARKET",
-            "points": 40,
-        },
-        {
-            "periodStart": period_start,
-            "issuerCategory": "SUPERMARKET",
-            "redeemerCategory": "HOTEL",
-            "points": 300,
-        },
+        {"periodStart": period_start, "issuerCategory": "BABY_GOODS", "redeemerCategory": "HOTEL", "points": 150},
+        {"periodStart": period_start, "issuerCategory": "BABY_GOODS", "redeemerCategory": "SUPERMARKET", "points": 40},
+        {"periodStart": period_start, "issuerCategory": "SUPERMARKET", "redeemerCategory": "HOTEL", "points": 300},
     ]
 
 

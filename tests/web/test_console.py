@@ -72,21 +72,15 @@ def test_the_operator_settles_the_demo_month_reads_the_heatmap_and_approves(page
         ("lakeview-hotel", "east-4s"),
         ("east-4s", "sunrise-mart"),
     ):
-        expect(
-            lines.get_by_role("row").filter(has_text=re.compile(rf"^{issuer}\s*{redeemer}"))
-        ).to_have_count(1)
-    expect(
-        lines.get_by_role("row").filter(has_text=re.compile(r"^lakeview-hotel\s*east-4s\s*5,000"))
-    ).to_have_count(1)
+        expect(lines.get_by_role("row").filter(has_text=re.compile(rf"^{issuer}\s*{redeemer}"))).to_have_count(1)
+    expect(lines.get_by_role("row").filter(has_text=re.compile(r"^lakeview-hotel\s*east-4s\s*5,000"))).to_have_count(1)
     expect(page.locator(".chart[data-rendered]")).to_have_count(2)  # the heatmap and the positions bar chart
 
     # Tables sort by a column header (on screen; aria-sort says how).
     points_header = lines.get_by_role("columnheader", name="Points")
     points_header.get_by_role("button").click()
     expect(points_header).to_have_attribute("aria-sort", "ascending")
-    shown = [
-        int(text.replace(",", "")) for text in lines.locator("tbody tr td:nth-child(3)").all_inner_texts()
-    ]
+    shown = [int(text.replace(",", "")) for text in lines.locator("tbody tr td:nth-child(3)").all_inner_texts()]
     assert shown == sorted(shown) and len(shown) >= 4
     screenshot(page, "console-operator-heatmap")
 
@@ -102,9 +96,7 @@ def test_the_operator_settles_the_demo_month_reads_the_heatmap_and_approves(page
     dialog.get_by_role("button", name="Approve batch").click()
     expect(page.locator(".facts .badge").first).to_have_text("Approved")
     expect(page.get_by_role("button", name="Approve batch")).to_have_count(0)
-    batches = graphql(
-        server, "demo-operator", "{ settlementBatches(first: 5) { edges { node { status periodStart } } } }"
-    )
+    batches = graphql(server, "demo-operator", "{ settlementBatches(first: 5) { edges { node { status periodStart } } } }")
     approved = [e["node"] for e in batches["settlementBatches"]["edges"] if e["node"]["status"] == "APPROVED"]
     assert approved, batches
 
@@ -133,9 +125,7 @@ def test_the_operator_settles_the_demo_month_reads_the_heatmap_and_approves(page
     for _ in range(26):
         httpx.post(
             f"{server.url}/graphql",
-            json={
-                "query": 'mutation { resolveDispute(input: {disputeId: "bm9wZTox", resolution: "x"}) { userErrors { code } } }'
-            },
+            json={"query": 'mutation { resolveDispute(input: {disputeId: "bm9wZTox", resolution: "x"}) { userErrors { code } } }'},
             headers={"Authorization": f"Bearer {operator_token}"},
         ).raise_for_status()
     page.get_by_role("button", name="Show").click()
@@ -187,10 +177,7 @@ def test_a_merchant_finds_its_members_but_never_another_merchants(page, server):
     # A customer of the hotel only: the supermarket must learn nothing about them.
     phone = "+86139" + "".join(secrets.choice("0123456789") for _ in range(8))
     enrolled = graphql(
-        server,
-        "demo-lakeview-hotel",
-        ENROLL,
-        i={"phone": phone, "externalRef": f"LV-{secrets.token_hex(3)}", "name": "Hotel Guest"},
+        server, "demo-lakeview-hotel", ENROLL, i={"phone": phone, "externalRef": f"LV-{secrets.token_hex(3)}", "name": "Hotel Guest"}
     )
     stranger = enrolled["enrollMember"]["member"]["memberNumber"]
 
@@ -213,9 +200,7 @@ def test_a_merchant_finds_its_members_but_never_another_merchants(page, server):
     expect(page.get_by_role("table", name="Balance across the alliance")).to_contain_text("POINTS")
     history = page.get_by_role("table", name="Your history with this member")
     expect(history).to_contain_text("SM-R-10231")
-    expect(history).not_to_contain_text(
-        "LV-UPGRADE-7731"
-    )  # the hotel's redemption is not the supermarket's history
+    expect(history).not_to_contain_text("LV-UPGRADE-7731")  # the hotel's redemption is not the supermarket's history
     screenshot(page, "console-merchant-member")
 
     page.goto(f"/console/#/members/{stranger}")
@@ -238,9 +223,7 @@ def test_a_merchant_creates_an_api_client_sees_the_secret_once_and_revokes_it(pa
     secret = dialog.locator("code.secret").inner_text()
     assert client_id.startswith("mc_") and len(secret) >= 40
     screenshot(page, "console-merchant-new-client-secret")
-    response = httpx.post(
-        f"{server.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
-    )
+    response = httpx.post(f"{server.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
     assert response.status_code == 200
 
     dialog.get_by_role("button", name="I have stored it").click()
@@ -255,9 +238,7 @@ def test_a_merchant_creates_an_api_client_sees_the_secret_once_and_revokes_it(pa
     page.get_by_role("dialog", name="Revoke client").get_by_role("button", name="Revoke client").click()
     expect(row).to_contain_text("Revoked")
     screenshot(page, "console-merchant-clients")
-    response = httpx.post(
-        f"{server.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
-    )
+    response = httpx.post(f"{server.url}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
     assert response.status_code == 401
 
 
@@ -302,9 +283,7 @@ def test_keyboard_sign_in_bad_credentials_and_chinese(page, new_page):
     page.keyboard.press("Tab")
     page.keyboard.type("not-the-secret")
     page.keyboard.press("Enter")
-    expect(page.get_by_role("alert")).to_have_text(
-        "These credentials are not valid (or the client was revoked)."
-    )
+    expect(page.get_by_role("alert")).to_have_text("These credentials are not valid (or the client was revoked).")
     screenshot(page, "console-sign-in-refused")
 
     page.get_by_label("Client secret").fill("demo-operator-secret")
@@ -339,17 +318,11 @@ def demo_month_batch(server, settings) -> str:
     )["runSettlement"]
     if run["batch"]:
         return run["batch"]["id"]
-    batches = graphql(
-        server,
-        "demo-operator",
-        "{ settlementBatches(first: 20) { edges { node { id periodStart asset } } } }",
-    )
+    batches = graphql(server, "demo-operator", "{ settlementBatches(first: 20) { edges { node { id periodStart asset } } } }")
     return next(
         e["node"]["id"]
         for e in batches["settlementBatches"]["edges"]
-        if e["node"]["asset"] == "POINTS"
-        and datetime.fromisoformat(e["node"]["periodStart"]).astimezone(ZoneInfo(settings.time_zone)).date()
-        == month
+        if e["node"]["asset"] == "POINTS" and datetime.fromisoformat(e["node"]["periodStart"]).astimezone(ZoneInfo(settings.time_zone)).date() == month
     )
 
 
@@ -375,9 +348,7 @@ def test_a_merchant_disputes_its_line_and_the_operator_resolves_it(page, new_pag
     sign_in(operator, "Alliance operator")
     operator.goto(f"/console/#/settlement/{batch_id}")
     operator_disputes = operator.get_by_role("table", name="Disputes")
-    operator_disputes.get_by_role(
-        "button", name="Resolve the dispute on sunrise-mart → lakeview-hotel"
-    ).click()
+    operator_disputes.get_by_role("button", name="Resolve the dispute on sunrise-mart → lakeview-hotel").click()
     resolve = operator.get_by_role("dialog", name="Resolve dispute")
     resolve.get_by_label("Resolution").fill("Refund posted in the open period")
     resolve.get_by_role("button", name="Resolve dispute").click()

@@ -35,13 +35,7 @@ def test_the_vendored_echarts_is_the_version_the_lock_file_pins():
     assert re.fullmatch(r"\d+\.\d+\.\d+", pinned), "an exact version, not a range"
     assert lock["packages"]["node_modules/echarts"]["version"] == pinned
     assert f'version:"{pinned}"' in (VENDOR / "echarts.esm.min.js").read_text()
-    for licence in (
-        "LICENSE-echarts.txt",
-        "NOTICE-echarts.txt",
-        "LICENSE-zrender.txt",
-        "LICENSE-tslib.txt",
-        "LICENSE-d3.txt",
-    ):
+    for licence in ("LICENSE-echarts.txt", "NOTICE-echarts.txt", "LICENSE-zrender.txt", "LICENSE-tslib.txt", "LICENSE-d3.txt"):
         assert (VENDOR / licence).read_text().strip(), f"{licence} is missing or empty"
 
 
