@@ -16,6 +16,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from alliance.api.alliance_insights import AllianceInsightQueries
 from alliance.api.audit import AuditQueries
 from alliance.api.catalog import CatalogMutations, CatalogQueries, RedemptionNode, RewardNode
 from alliance.api.clients import ApiClientMutations, ApiClientNode, ApiClientQueries
@@ -67,6 +68,7 @@ Query = merge_types(
         TierQueries,
         ApiClientQueries,
         FlowQueries,
+        AllianceInsightQueries,
         WebhookQueries,
         OfferQueries,
     ),

@@ -42,14 +42,19 @@ class CategoryFlow:
     points: int
 
 
+def check_range(start: date, end: date) -> None:
+    """The one bound on flow reports (settled batches here, the operator's insights too)."""
+    if not 0 < (end - start).days <= MAX_RANGE_DAYS:
+        raise DomainError("INVALID_PERIOD", "to must be after from, at most five years later", "to")
+
+
 async def category_flows(
     session: AsyncSession, asset: str, start: date, end: date, time_zone: str
 ) -> list[CategoryFlow]:
     """Net points (cross redemptions minus their refunds) per batch period and category pair,
     for batches starting in [start, end). An operator read: a merchant cannot see the other
     party's tenant row, so its lines would drop out."""
-    if not 0 < (end - start).days <= MAX_RANGE_DAYS:
-        raise DomainError("INVALID_PERIOD", "to must be after from, at most five years later", "to")
+    check_range(start, end)
     zone = ZoneInfo(time_zone)
     start_at, end_at = datetime.combine(start, time(), zone), datetime.combine(end, time(), zone)
     rows = await run_sql(session, _FLOWS, {"asset": check_asset(asset), "start": start_at, "end": end_at})

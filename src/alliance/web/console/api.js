@@ -55,6 +55,13 @@ export const TENANT = `query($code: String!) { tenant(code: $code) { code name c
 
 export const FLOWS = `query($from: Date, $to: Date) { pointsFlow(from: $from, to: $to) { periodStart issuerCategory redeemerCategory points } }`;
 
+export const INSIGHTS = `query($from: Date, $to: Date) {
+  pointsLiability { refreshedAt allianceBreakageRate outstanding { points value } expectedBreakage { points value }
+    byExpiryMonth { month outstanding { points value } expectedBreakage { points value } }
+    byIssuer { issuerCode category outstanding { points value } breakageRate rateBasis expectedBreakage { points value } } }
+  merchantHealth(from: $from, to: $to) { tenantCode category issued redeemed redemptionRatio settlementLines disputes
+    disputeRate latencyAsIssuer { medianDays p90Days } } }`;
+
 export const BREAKAGE = `query($from: Date!, $to: Date, $asset: String!) { breakage(from: $from, to: $to, asset: $asset) { issuerCode points } }`;
 
 export const EXPIRING = `query($days: Int!, $asset: String!, $first: Int, $after: String) {

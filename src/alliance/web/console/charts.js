@@ -101,6 +101,21 @@ export function flowBars(title, flows, periodLabel, categoryLabel) {
   });
 }
 
+// Outstanding points and their expected breakage per expiry month (grouped bars).
+export function liabilityBars(title, months, monthLabel) {
+  return mount(title, {
+    tooltip: { renderMode: "richText", trigger: "item", formatter: (p) => `${p.seriesName}\n${p.name}: ${p.value}` },
+    legend: { bottom: 0 },
+    grid: { left: 80, right: 24, top: 24, bottom: 60 },
+    xAxis: { type: "category", data: months.map((m) => monthLabel(m.month)) },
+    yAxis: { type: "value", name: t("console.points") },
+    series: [
+      { name: t("console.insights.outstanding"), type: "bar", data: months.map((m) => Number(m.outstanding.points)) },
+      { name: t("console.insights.expectedBreakage"), type: "bar", data: months.map((m) => Number(m.expectedBreakage.points)) },
+    ],
+  }, "chart liability");
+}
+
 // One value per label (breakage per issuer).
 export function simpleBar(title, labels, values, axisName) {
   return mount(title, {

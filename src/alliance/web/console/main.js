@@ -10,6 +10,7 @@ import { disposeCharts } from "./charts.js";
 import { messages } from "./messages.js";
 import { h, field, notice, page, describeError } from "./ui.js";
 import { clientsView } from "./views/clients.js";
+import { insightsView } from "./views/insights.js";
 import { catalogView, memberView, membersView, rulesView } from "./views/merchant.js";
 import { auditView, flowsView, reportsView, tenantsView } from "./views/operator.js";
 import { batchView, batchesView } from "./views/settlement.js";
@@ -27,6 +28,7 @@ const SCREENS = {
     ["settlement", "console.nav.settlement"],
     ["tenants", "console.nav.tenants"],
     ["flows", "console.nav.flows"],
+    ["insights", "console.nav.insights"],
     ["reports", "console.nav.reports"],
     ["audit", "console.nav.audit"],
     ["clients", "console.nav.clients"],
@@ -46,6 +48,7 @@ const ROUTES = {
     settlement: (ctx, id) => (id ? batchView(ctx, id) : batchesView(ctx)),
     tenants: (ctx, code) => tenantsView(ctx, code),
     flows: () => flowsView(),
+    insights: () => insightsView(),
     reports: () => reportsView(),
     audit: () => auditView(),
     clients: (ctx) => clientsView(ctx),
