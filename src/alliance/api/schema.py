@@ -23,6 +23,7 @@ from alliance.api.cost import QueryCost
 from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
 from alliance.api.flows import FlowQueries
+from alliance.api.insights import InsightsMutations, InsightsQueries
 from alliance.api.ledger import (
     BIG_INT_SCALAR,
     AdjustPointsPayload,
@@ -67,6 +68,7 @@ Query = merge_types(
         ApiClientQueries,
         FlowQueries,
         WebhookQueries,
+        InsightsQueries,
     ),
 )
 Mutation = merge_types(
@@ -81,6 +83,7 @@ Mutation = merge_types(
         TierMutations,
         ApiClientMutations,
         WebhookMutations,
+        InsightsMutations,
     ),
 )
 Subscription = merge_types("Subscription", (BalanceSubscriptions,))

@@ -1,0 +1,1 @@
+"""Merchant insights: summaries of the ledger refreshed by a job, read by requests, privacy-safe."""

@@ -1,0 +1,157 @@
+"""`alliance insights refresh`: bring the insight summaries up to date, in one transaction.
+
+The steps are SECURITY DEFINER functions (``migrations/sql/0016_insights.sql``) run in the
+operator context, in the order of `REFRESH_STEPS`. Other features add their own steps with
+`register_step` (or by extending the list at import time), e.g. targeted offers' uptake and the
+operator's views; a step is any ``async (session, context) -> int`` (rows written).
+
+Overlapping runs (a slow run and the next CronJob, or a manual run) are safe: a run takes a
+transaction-scoped advisory lock and one that cannot get it does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from alliance.config import Settings
+from alliance.db import Database
+from alliance.db.database import OPERATOR, run_sql
+
+_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended('alliance:insights:refresh', 0))")
+# Backward scan of the primary key from the newest id: stops at the first old-enough posting.
+_UPTO = text(
+    "SELECT coalesce((SELECT id FROM ledger_transactions WHERE created_at <= :cutoff ORDER BY id DESC LIMIT 1), 0)"
+)
+CROSS_MERCHANT_MONTHS = 13  # months of cross-merchant counts kept up to date (12 shown + the current)
+
+
+@dataclass
+class RefreshContext:
+    """What one run knows: the settings, the business day it runs for, the newest posting it folds
+    in, and the months whose postings changed (for steps keyed by month)."""
+
+    settings: Settings
+    today: date
+    upto: int
+    touched_months: list[date] = field(default_factory=list)
+
+
+Step = Callable[[AsyncSession, RefreshContext], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class RefreshStep:
+    name: str
+    run: Step
+
+
+async def _scalar(session: AsyncSession, sql: str, params: dict[str, object]) -> int:
+    return int((await run_sql(session, text(sql), params)).scalar_one() or 0)
+
+
+async def facts(session: AsyncSession, context: RefreshContext) -> int:
+    return await _scalar(
+        session,
+        "SELECT insights_refresh_facts(:tz, :upto)",
+        {"tz": context.settings.time_zone, "upto": context.upto},
+    )
+
+
+async def rising(session: AsyncSession, context: RefreshContext) -> int:
+    s = context.settings
+    return await _scalar(
+        session,
+        "SELECT insights_refresh_rising(:today, :recent, :baseline, :minimum)",
+        {
+            "today": context.today,
+            "recent": s.insights_rising_recent_weeks,
+            "baseline": s.insights_rising_baseline_weeks,
+            "minimum": s.insights_rising_min_count,
+        },
+    )
+
+
+async def segments(session: AsyncSession, context: RefreshContext) -> int:
+    return await _scalar(session, "SELECT insights_refresh_segments(:today)", {"today": context.today})
+
+
+async def redemptions(session: AsyncSession, context: RefreshContext) -> int:
+    return await _scalar(session, "SELECT insights_refresh_redemptions()", {})
+
+
+async def retention(session: AsyncSession, context: RefreshContext) -> int:
+    return await _scalar(
+        session,
+        "SELECT insights_refresh_retention(:tz, :k)",
+        {"tz": context.settings.time_zone, "k": context.settings.insights_k_anonymity},
+    )
+
+
+def _month_minus(month: date, months: int) -> date:
+    index = month.year * 12 + month.month - 1 - months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+async def cross_categories(session: AsyncSession, context: RefreshContext) -> int:
+    oldest = _month_minus(context.today.replace(day=1), CROSS_MERCHANT_MONTHS - 1)
+    months = [month for month in context.touched_months if month >= oldest]
+    if not months:
+        return 0
+    return await _scalar(
+        session,
+        "SELECT insights_refresh_cross_categories(:tz, :k, CAST(:months AS date[]))",
+        {"tz": context.settings.time_zone, "k": context.settings.insights_k_anonymity, "months": months},
+    )
+
+
+# In order: segments before redemptions (by segment), facts before everything else.
+REFRESH_STEPS: list[RefreshStep] = [
+    RefreshStep("facts", facts),
+    RefreshStep("rising", rising),
+    RefreshStep("segments", segments),
+    RefreshStep("redemptions", redemptions),
+    RefreshStep("retention", retention),
+    RefreshStep("cross_categories", cross_categories),
+]
+
+
+def register_step(step: RefreshStep, after: str | None = None) -> None:
+    """Add a step (at the end, or right after the step named ``after``)."""
+    assert all(existing.name != step.name for existing in REFRESH_STEPS), f"step {step.name} exists"
+    index = len(REFRESH_STEPS) if after is None else [s.name for s in REFRESH_STEPS].index(after) + 1
+    REFRESH_STEPS.insert(index, step)
+
+
+async def refresh(
+    db: Database, settings: Settings, *, full: bool = False, now: datetime | None = None
+) -> dict[str, int] | None:
+    """Run every step in one transaction; the rows each wrote, or None when another run holds the
+    lock. ``full`` forgets the summaries first and rebuilds them from the whole ledger."""
+    now = now or datetime.now(UTC)
+    today = now.astimezone(ZoneInfo(settings.time_zone)).date()
+    async with db.transaction(OPERATOR) as session:
+        if not (await run_sql(session, _LOCK)).scalar_one():
+            return None
+        await run_sql(session, text("SET LOCAL work_mem = '256MB'"))
+        if full:
+            await run_sql(session, text("SELECT insights_reset()"))
+        cutoff = now - timedelta(seconds=settings.insights_refresh_lag_seconds)
+        upto = int((await run_sql(session, _UPTO, {"cutoff": cutoff})).scalar_one())
+        touched = (
+            await run_sql(
+                session,
+                text("SELECT insights_touched_months(:tz, :upto)"),
+                {"tz": settings.time_zone, "upto": upto},
+            )
+        ).scalar_one()
+        context = RefreshContext(settings, today, upto, list(touched or []))
+        counts: dict[str, int] = {}
+        for step in REFRESH_STEPS:
+            counts[step.name] = await step.run(session, context)
+        return counts
