@@ -12,27 +12,46 @@
 -- folded in as negatives on the original purchase's day, category and tags). The other steps are
 -- small enough to recompute from the facts on every run.
 
+-- Every summary table is UNLOGGED: it is derived data, rebuilt from the ledger by a refresh, and
+-- skipping the write-ahead log makes a full rebuild several times cheaper. After a crash
+-- PostgreSQL empties unlogged tables — the watermarks with them — so the next refresh rebuilds
+-- everything from the ledger by itself. (They are not replicated to standbys: insights are read
+-- on the primary.)
+
 -- What the incremental steps have already folded in.
-CREATE TABLE insights_watermarks (
+CREATE UNLOGGED TABLE insights_watermarks (
   step text PRIMARY KEY,
   last_id bigint NOT NULL DEFAULT 0,
   refreshed_at timestamptz
 );
 
--- One row per member, merchant and business day of purchases there (earns net of reversals).
-CREATE TABLE insights_member_days (
+-- One row per member, merchant and month: purchases (visits) net of full refunds, spend, points
+-- net of refunds, and gross purchase / redemption counts (for the cross-merchant counts).
+CREATE UNLOGGED TABLE insights_member_months (
+  tenant_id bigint NOT NULL,
+  member_id bigint NOT NULL,
+  month date NOT NULL,
+  visits int NOT NULL,
+  spend numeric(18, 2) NOT NULL,
+  points bigint NOT NULL,
+  earns int NOT NULL,
+  redeems int NOT NULL,
+  PRIMARY KEY (tenant_id, member_id, month)
+);
+
+-- Per member, merchant and business day, for the last weeks only (rising members, visits in the
+-- last 90 days): older days are pruned by every refresh.
+CREATE UNLOGGED TABLE insights_member_recent_days (
   tenant_id bigint NOT NULL,
   member_id bigint NOT NULL,
   day date NOT NULL,
   visits int NOT NULL,
-  spend numeric(18, 2) NOT NULL,
   points bigint NOT NULL,
   PRIMARY KEY (tenant_id, member_id, day)
 );
-CREATE INDEX insights_member_days_day ON insights_member_days (day);
 
 -- Per member, merchant, month and purchase category / tag.
-CREATE TABLE insights_member_categories (
+CREATE UNLOGGED TABLE insights_member_categories (
   tenant_id bigint NOT NULL,
   member_id bigint NOT NULL,
   month date NOT NULL,
@@ -41,8 +60,7 @@ CREATE TABLE insights_member_categories (
   spend numeric(18, 2) NOT NULL,
   PRIMARY KEY (tenant_id, member_id, month, category)
 );
-CREATE INDEX insights_member_categories_segment ON insights_member_categories (tenant_id, category, month);
-CREATE TABLE insights_member_tags (
+CREATE UNLOGGED TABLE insights_member_tags (
   tenant_id bigint NOT NULL,
   member_id bigint NOT NULL,
   month date NOT NULL,
@@ -51,14 +69,13 @@ CREATE TABLE insights_member_tags (
   spend numeric(18, 2) NOT NULL,
   PRIMARY KEY (tenant_id, member_id, month, tag)
 );
-CREATE INDEX insights_member_tags_segment ON insights_member_tags (tenant_id, tag, month);
 
--- A member's profile at one merchant (all time), recomputed for the members a refresh touched.
-CREATE TABLE insights_members (
+-- A member's profile at one merchant (all time). first_visit / last_visit: days of purchases
+-- (a refund does not undo a visit's date).
+CREATE UNLOGGED TABLE insights_members (
   tenant_id bigint NOT NULL,
   member_id bigint NOT NULL,
   visits int NOT NULL,
-  visit_days int NOT NULL,
   spend numeric(18, 2) NOT NULL,
   points bigint NOT NULL,
   first_visit date,
@@ -66,41 +83,35 @@ CREATE TABLE insights_members (
   PRIMARY KEY (tenant_id, member_id)
 );
 
--- Across a merchant's members, per month: recomputed for the (month, category/tag) a refresh touched.
-CREATE TABLE insights_tenant_categories (
+-- Across a merchant's members, per month and category / tag.
+CREATE UNLOGGED TABLE insights_tenant_categories (
   tenant_id bigint NOT NULL,
   month date NOT NULL,
   category text NOT NULL,
   visits int NOT NULL,
   spend numeric(18, 2) NOT NULL,
-  members int NOT NULL,
   PRIMARY KEY (tenant_id, month, category)
 );
-CREATE TABLE insights_tenant_tags (
+CREATE UNLOGGED TABLE insights_tenant_tags (
   tenant_id bigint NOT NULL,
   month date NOT NULL,
   tag text NOT NULL,
   visits int NOT NULL,
   spend numeric(18, 2) NOT NULL,
-  members int NOT NULL,
   PRIMARY KEY (tenant_id, month, tag)
 );
 
--- Owner only (no grant, no application policy): every member's gross activity per merchant and
--- month. It is what the cross-merchant counts are computed from, and must never be readable by a
--- merchant (it is a member's activity elsewhere).
-CREATE TABLE insights_member_activity (
+-- Owner only (no grant, no application policy): which members redeemed at which merchants. It
+-- is what the coalition split is computed from, and must never be readable by a merchant (it is
+-- a member's activity elsewhere).
+CREATE UNLOGGED TABLE insights_member_redeemers (
   member_id bigint NOT NULL,
-  month date NOT NULL,
   tenant_id bigint NOT NULL,
-  earns int NOT NULL,
-  redeems int NOT NULL,
-  PRIMARY KEY (member_id, month, tenant_id)
+  PRIMARY KEY (member_id, tenant_id)
 );
-CREATE INDEX insights_member_activity_month ON insights_member_activity (month);
 
 -- Rising members as of the last refresh (see insights_refresh_rising for the rule).
-CREATE TABLE insights_rising (
+CREATE UNLOGGED TABLE insights_rising (
   tenant_id bigint NOT NULL,
   member_id bigint NOT NULL,
   recent_visit_days int NOT NULL,
@@ -116,7 +127,7 @@ CREATE INDEX insights_rising_rank ON insights_rising (tenant_id, score DESC, mem
 
 -- Reward redemptions at a merchant (not cancelled), per reward and per group of members: all
 -- ('all', ''), by the member's current tier ('tier', code), by segment ('segment', segment id).
-CREATE TABLE insights_reward_redemptions (
+CREATE UNLOGGED TABLE insights_reward_redemptions (
   tenant_id bigint NOT NULL,
   group_kind text NOT NULL CHECK (group_kind IN ('all', 'tier', 'segment')),
   group_key text NOT NULL,
@@ -130,7 +141,7 @@ CREATE TABLE insights_reward_redemptions (
 );
 
 -- Repeat-visit rate by enrolment cohort (the month of the member's link to the merchant).
-CREATE TABLE insights_retention (
+CREATE UNLOGGED TABLE insights_retention (
   tenant_id bigint NOT NULL,
   cohort_month date NOT NULL,
   members int NOT NULL,
@@ -140,7 +151,7 @@ CREATE TABLE insights_retention (
 
 -- The coalition's value: repeat-visit rate of members who also redeem elsewhere vs those who don't.
 -- Counts below k are stored as NULL (both groups, since the merchant knows their sum).
-CREATE TABLE insights_coalition (
+CREATE UNLOGGED TABLE insights_coalition (
   tenant_id bigint NOT NULL,
   redeems_elsewhere boolean NOT NULL,
   members int,
@@ -152,7 +163,7 @@ CREATE TABLE insights_coalition (
 -- How many of a merchant's members earned / redeemed at merchants of each category (never which
 -- merchant) per month. Counts below k are stored as NULL: a small figure never exists where a
 -- merchant's session can read it.
-CREATE TABLE insights_cross_categories (
+CREATE UNLOGGED TABLE insights_cross_categories (
   tenant_id bigint NOT NULL,
   month date NOT NULL,
   category text NOT NULL,
@@ -172,39 +183,45 @@ BEGIN
 END $$;
 
 ---------------------------------------------------------------------------------------------------
--- Step: facts (incremental). Folds ledger transactions (watermark, upto] into the per-day,
--- per-category, per-tag and activity tables, then recomputes the member profiles and tenant-month
--- totals the delta touched. p_upto: the highest id to fold in (the caller leaves out the last
--- seconds, so a posting whose id was drawn but not yet committed is not skipped for ever).
+-- Step: facts (incremental). Folds ledger transactions (watermark, p_upto] into the monthly,
+-- recent-day, category, tag, profile and tenant-month tables. p_upto: the highest id to fold in
+-- (the caller leaves out the last seconds, so a posting whose id was drawn but not yet committed
+-- is not skipped for ever). p_keep_since: the oldest day kept in insights_member_recent_days.
+-- From empty (watermark 0, after insights_reset) the same statements insert without ON CONFLICT.
 ---------------------------------------------------------------------------------------------------
-CREATE FUNCTION insights_refresh_facts(p_time_zone text, p_upto bigint)
+CREATE FUNCTION insights_refresh_facts(p_time_zone text, p_upto bigint, p_keep_since date)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
   v_from bigint;
   v_rows bigint;
+  v_merge boolean;
 BEGIN
   PERFORM insights_require_operator();
   INSERT INTO insights_watermarks (step) VALUES ('facts') ON CONFLICT DO NOTHING;
   SELECT last_id INTO v_from FROM insights_watermarks WHERE step = 'facts' FOR UPDATE;
+  v_merge := v_from > 0;
   IF p_upto <= v_from THEN
     UPDATE insights_watermarks SET refreshed_at = now() WHERE step = 'facts';
+    DELETE FROM insights_member_recent_days WHERE day < p_keep_since;
     RETURN 0;
   END IF;
 
-  -- The delta, one row per posting: purchases (+), their reversals (− on the original's day,
-  -- category and tags; a visit and its spend are taken back only by a full reversal, a partial
-  -- refund takes back points), and redemptions (gross, for the cross-merchant counts).
+  -- The delta, one row per posting: purchases (+), their refunds (− on the original purchase's
+  -- day, category and tags; a visit and its spend are taken back only by a full refund, a partial
+  -- one takes back points), and redemptions (counted, for the cross-merchant figures).
   CREATE TEMP TABLE insights_delta ON COMMIT DROP AS
   SELECT t.tenant_id, t.member_id, (t.effective_at AT TIME ZONE p_time_zone)::date AS day,
          'earn'::text AS kind, t.details ->> 'category' AS category,
-         CASE WHEN jsonb_typeof(t.details -> 'tags') = 'array' THEN t.details -> 'tags' END AS tags,
+         CASE WHEN jsonb_typeof(t.details -> 'tags') = 'array' AND t.details -> 'tags' <> '[]'
+              THEN t.details -> 'tags' END AS tags,
          1 AS visits, coalesce(t.amount, 0) AS spend, t.points AS points
     FROM ledger_transactions t
    WHERE t.id > v_from AND t.id <= p_upto AND t.kind = 'earn' AND t.tenant_id IS NOT NULL
   UNION ALL
   SELECT o.tenant_id, o.member_id, (o.effective_at AT TIME ZONE p_time_zone)::date,
-         'reverse_earn', o.details ->> 'category',
-         CASE WHEN jsonb_typeof(o.details -> 'tags') = 'array' THEN o.details -> 'tags' END,
+         'refund', o.details ->> 'category',
+         CASE WHEN jsonb_typeof(o.details -> 'tags') = 'array' AND o.details -> 'tags' <> '[]'
+              THEN o.details -> 'tags' END,
          CASE WHEN r.points + r.shortfall >= o.points THEN -1 ELSE 0 END,
          CASE WHEN r.points + r.shortfall >= o.points THEN -coalesce(o.amount, 0) ELSE 0 END,
          -r.points
@@ -218,71 +235,69 @@ BEGIN
    WHERE t.id > v_from AND t.id <= p_upto AND t.kind IN ('redeem', 'capture') AND t.tenant_id IS NOT NULL;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
 
-  INSERT INTO insights_member_days AS d (tenant_id, member_id, day, visits, spend, points)
-  SELECT tenant_id, member_id, day, sum(visits), sum(spend), sum(points)
-    FROM insights_delta WHERE kind <> 'redeem' GROUP BY 1, 2, 3
-  ON CONFLICT (tenant_id, member_id, day) DO UPDATE
-    SET visits = d.visits + excluded.visits, spend = d.spend + excluded.spend, points = d.points + excluded.points;
+  EXECUTE $q$
+  INSERT INTO insights_member_months AS m (tenant_id, member_id, month, visits, spend, points, earns, redeems)
+  SELECT tenant_id, member_id, date_trunc('month', day)::date, sum(visits), sum(spend), sum(points),
+         count(*) FILTER (WHERE kind = 'earn'), count(*) FILTER (WHERE kind = 'redeem')
+    FROM insights_delta GROUP BY 1, 2, 3 $q$ || CASE WHEN v_merge THEN $q$
+  ON CONFLICT (tenant_id, member_id, month) DO UPDATE
+    SET visits = m.visits + excluded.visits, spend = m.spend + excluded.spend, points = m.points + excluded.points,
+        earns = m.earns + excluded.earns, redeems = m.redeems + excluded.redeems $q$ ELSE '' END;
 
+  EXECUTE $q$
+  INSERT INTO insights_member_recent_days AS d (tenant_id, member_id, day, visits, points)
+  SELECT tenant_id, member_id, day, sum(visits), sum(points)
+    FROM insights_delta WHERE kind <> 'redeem' AND day >= $1 GROUP BY 1, 2, 3 $q$ || CASE WHEN v_merge THEN $q$
+  ON CONFLICT (tenant_id, member_id, day) DO UPDATE
+    SET visits = d.visits + excluded.visits, points = d.points + excluded.points $q$ ELSE '' END
+  USING p_keep_since;
+  DELETE FROM insights_member_recent_days WHERE day < p_keep_since;
+
+  EXECUTE $q$
   INSERT INTO insights_member_categories AS c (tenant_id, member_id, month, category, visits, spend)
   SELECT tenant_id, member_id, date_trunc('month', day)::date, category, sum(visits), sum(spend)
-    FROM insights_delta WHERE kind <> 'redeem' AND category IS NOT NULL GROUP BY 1, 2, 3, 4
+    FROM insights_delta WHERE kind <> 'redeem' AND category IS NOT NULL GROUP BY 1, 2, 3, 4 $q$
+  || CASE WHEN v_merge THEN $q$
   ON CONFLICT (tenant_id, member_id, month, category) DO UPDATE
-    SET visits = c.visits + excluded.visits, spend = c.spend + excluded.spend;
+    SET visits = c.visits + excluded.visits, spend = c.spend + excluded.spend $q$ ELSE '' END;
 
+  EXECUTE $q$
   INSERT INTO insights_member_tags AS g (tenant_id, member_id, month, tag, visits, spend)
   SELECT d.tenant_id, d.member_id, date_trunc('month', d.day)::date, tag.value, sum(d.visits), sum(d.spend)
     FROM insights_delta d CROSS JOIN LATERAL jsonb_array_elements_text(d.tags) AS tag(value)
-   WHERE d.kind <> 'redeem' AND d.tags IS NOT NULL GROUP BY 1, 2, 3, 4
+   WHERE d.tags IS NOT NULL GROUP BY 1, 2, 3, 4 $q$ || CASE WHEN v_merge THEN $q$
   ON CONFLICT (tenant_id, member_id, month, tag) DO UPDATE
-    SET visits = g.visits + excluded.visits, spend = g.spend + excluded.spend;
+    SET visits = g.visits + excluded.visits, spend = g.spend + excluded.spend $q$ ELSE '' END;
 
-  -- Gross activity (reversals ignored): a month's cross-merchant counts freeze once the month is
-  -- past the back-dating limit, so a later refund cannot be used to single a member out.
-  INSERT INTO insights_member_activity AS a (member_id, month, tenant_id, earns, redeems)
-  SELECT member_id, date_trunc('month', day)::date, tenant_id,
-         count(*) FILTER (WHERE kind = 'earn'), count(*) FILTER (WHERE kind = 'redeem')
-    FROM insights_delta WHERE kind IN ('earn', 'redeem') GROUP BY 1, 2, 3
-  ON CONFLICT (member_id, month, tenant_id) DO UPDATE
-    SET earns = a.earns + excluded.earns, redeems = a.redeems + excluded.redeems;
-
-  -- Profiles of the members the delta touched, from their days.
-  INSERT INTO insights_members AS m (tenant_id, member_id, visits, visit_days, spend, points, first_visit, last_visit)
-  SELECT d.tenant_id, d.member_id, sum(d.visits), count(*) FILTER (WHERE d.visits > 0), sum(d.spend), sum(d.points),
-         min(d.day) FILTER (WHERE d.visits > 0), max(d.day) FILTER (WHERE d.visits > 0)
-    FROM insights_member_days d
-   WHERE (d.tenant_id, d.member_id) IN (SELECT DISTINCT tenant_id, member_id FROM insights_delta WHERE kind <> 'redeem')
-   GROUP BY 1, 2
+  EXECUTE $q$
+  INSERT INTO insights_members AS p (tenant_id, member_id, visits, spend, points, first_visit, last_visit)
+  SELECT tenant_id, member_id, sum(visits), sum(spend), sum(points),
+         min(day) FILTER (WHERE kind = 'earn'), max(day) FILTER (WHERE kind = 'earn')
+    FROM insights_delta WHERE kind <> 'redeem' GROUP BY 1, 2 $q$ || CASE WHEN v_merge THEN $q$
   ON CONFLICT (tenant_id, member_id) DO UPDATE
-    SET visits = excluded.visits, visit_days = excluded.visit_days, spend = excluded.spend,
-        points = excluded.points, first_visit = excluded.first_visit, last_visit = excluded.last_visit;
+    SET visits = p.visits + excluded.visits, spend = p.spend + excluded.spend, points = p.points + excluded.points,
+        first_visit = least(p.first_visit, excluded.first_visit),
+        last_visit = greatest(p.last_visit, excluded.last_visit) $q$ ELSE '' END;
 
-  -- Tenant-month totals of the (month, category) and (month, tag) cells the delta touched.
-  CREATE TEMP TABLE insights_touched_categories ON COMMIT DROP AS
-  SELECT DISTINCT tenant_id, date_trunc('month', day)::date AS month, category
-    FROM insights_delta WHERE kind <> 'redeem' AND category IS NOT NULL;
-  INSERT INTO insights_tenant_categories AS t (tenant_id, month, category, visits, spend, members)
-  SELECT c.tenant_id, c.month, c.category, sum(c.visits), sum(c.spend), count(*) FILTER (WHERE c.visits > 0)
-    FROM insights_member_categories c
-    JOIN insights_touched_categories x USING (tenant_id, month, category)
-   GROUP BY 1, 2, 3
+  INSERT INTO insights_tenant_categories AS t (tenant_id, month, category, visits, spend)
+  SELECT tenant_id, date_trunc('month', day)::date, category, sum(visits), sum(spend)
+    FROM insights_delta WHERE kind <> 'redeem' AND category IS NOT NULL GROUP BY 1, 2, 3
   ON CONFLICT (tenant_id, month, category) DO UPDATE
-    SET visits = excluded.visits, spend = excluded.spend, members = excluded.members;
+    SET visits = t.visits + excluded.visits, spend = t.spend + excluded.spend;
 
-  CREATE TEMP TABLE insights_touched_tags ON COMMIT DROP AS
-  SELECT DISTINCT d.tenant_id, date_trunc('month', d.day)::date AS month, tag.value AS tag
+  INSERT INTO insights_tenant_tags AS t (tenant_id, month, tag, visits, spend)
+  SELECT d.tenant_id, date_trunc('month', d.day)::date, tag.value, sum(d.visits), sum(d.spend)
     FROM insights_delta d CROSS JOIN LATERAL jsonb_array_elements_text(d.tags) AS tag(value)
-   WHERE d.kind <> 'redeem' AND d.tags IS NOT NULL;
-  INSERT INTO insights_tenant_tags AS t (tenant_id, month, tag, visits, spend, members)
-  SELECT g.tenant_id, g.month, g.tag, sum(g.visits), sum(g.spend), count(*) FILTER (WHERE g.visits > 0)
-    FROM insights_member_tags g
-    JOIN insights_touched_tags x USING (tenant_id, month, tag)
-   GROUP BY 1, 2, 3
+   WHERE d.tags IS NOT NULL GROUP BY 1, 2, 3
   ON CONFLICT (tenant_id, month, tag) DO UPDATE
-    SET visits = excluded.visits, spend = excluded.spend, members = excluded.members;
+    SET visits = t.visits + excluded.visits, spend = t.spend + excluded.spend;
+
+  INSERT INTO insights_member_redeemers (member_id, tenant_id)
+  SELECT DISTINCT member_id, tenant_id FROM insights_delta WHERE kind = 'redeem'
+  ON CONFLICT DO NOTHING;
 
   UPDATE insights_watermarks SET last_id = p_upto, refreshed_at = now() WHERE step = 'facts';
-  DROP TABLE insights_delta, insights_touched_categories, insights_touched_tags;
+  DROP TABLE insights_delta;
   RETURN v_rows;
 END $$;
 
@@ -321,7 +336,7 @@ BEGIN
                  (count(*) FILTER (WHERE day < v_recent_start AND visits > 0)) * v_ratio AS expected,
                  coalesce(sum(points) FILTER (WHERE day >= v_recent_start), 0)::bigint AS recent_points,
                  coalesce(sum(points) FILTER (WHERE day < v_recent_start), 0)::bigint AS baseline_points
-            FROM insights_member_days
+            FROM insights_member_recent_days
            WHERE day BETWEEN v_baseline_start AND p_today
            GROUP BY tenant_id, member_id
         ) counts
@@ -372,7 +387,7 @@ BEGIN
   UNION ALL
   SELECT w.id, w.tenant_id, d.member_id
     FROM insights_segment_windows w
-    JOIN insights_member_days d ON d.tenant_id = w.tenant_id AND d.day >= w.since_month AND d.day <= p_today
+    JOIN insights_member_months d ON d.tenant_id = w.tenant_id AND d.month BETWEEN w.since_month AND v_month
    WHERE w.category IS NULL AND w.tag IS NULL
    GROUP BY w.id, w.tenant_id, d.member_id, w.min_visits, w.min_spend
   HAVING sum(d.visits) >= coalesce(w.min_visits, 0) AND sum(d.spend) >= coalesce(w.min_spend, 0)
@@ -427,8 +442,8 @@ BEGIN
 END $$;
 
 ---------------------------------------------------------------------------------------------------
--- Step: retention (recomputed from the profiles). A repeat member visited on at least two
--- business days. Cohort = the month (alliance time zone) of the member's link to the merchant.
+-- Step: retention (recomputed from the profiles). A repeat member bought on at least two
+-- business days (their last purchase day is after their first). Cohort = the month (alliance time zone) of the member's link to the merchant.
 -- The coalition split: members who redeemed at any other merchant vs those who did not; both
 -- groups are NULL when either has fewer than p_k members (the merchant knows their sum).
 ---------------------------------------------------------------------------------------------------
@@ -441,7 +456,7 @@ BEGIN
   DELETE FROM insights_retention;
   INSERT INTO insights_retention (tenant_id, cohort_month, members, repeat_members)
   SELECT l.tenant_id, date_trunc('month', l.created_at AT TIME ZONE p_time_zone)::date,
-         count(*), count(*) FILTER (WHERE m.visit_days >= 2)
+         count(*), count(*) FILTER (WHERE m.last_visit > m.first_visit)
     FROM member_links l LEFT JOIN insights_members m ON m.tenant_id = l.tenant_id AND m.member_id = l.member_id
    GROUP BY 1, 2;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
@@ -454,14 +469,13 @@ BEGIN
       SELECT *, min(members) OVER (PARTITION BY tenant_id) AS smallest
         FROM (
           SELECT g.tenant_id, g.redeems_elsewhere, count(x.member_id)::int AS members,
-                 (count(x.member_id) FILTER (WHERE x.visit_days >= 2))::int AS repeat_members
+                 (count(x.member_id) FILTER (WHERE x.repeat))::int AS repeat_members
             FROM (SELECT DISTINCT tenant_id FROM member_links) t
             CROSS JOIN LATERAL (VALUES (t.tenant_id, true), (t.tenant_id, false)) AS g(tenant_id, redeems_elsewhere)
             LEFT JOIN (
-              SELECT l.tenant_id, l.member_id, coalesce(m.visit_days, 0) AS visit_days,
-                     EXISTS (SELECT 1 FROM insights_member_activity a
-                              WHERE a.member_id = l.member_id AND a.tenant_id <> l.tenant_id AND a.redeems > 0)
-                       AS redeems_elsewhere
+              SELECT l.tenant_id, l.member_id, coalesce(m.last_visit > m.first_visit, false) AS repeat,
+                     EXISTS (SELECT 1 FROM insights_member_redeemers r
+                              WHERE r.member_id = l.member_id AND r.tenant_id <> l.tenant_id) AS redeems_elsewhere
                 FROM member_links l
                 LEFT JOIN insights_members m ON m.tenant_id = l.tenant_id AND m.member_id = l.member_id
             ) x ON x.tenant_id = g.tenant_id AND x.redeems_elsewhere = g.redeems_elsewhere
@@ -472,7 +486,8 @@ BEGIN
 END $$;
 
 ---------------------------------------------------------------------------------------------------
--- Step: cross-merchant counts (recomputed for the months p_months). For a merchant T, a month M
+-- Step: cross-merchant counts (recomputed for the months p_months; gross counts, so a month's
+-- figures freeze once no posting can be dated into it any more). For a merchant T, a month M
 -- and a merchant category C: the number of T's members — linked to T before M began, so enrolling
 -- someone today never changes a past month's figure — who earned (redeemed) in M at a merchant
 -- other than T whose category is C. Stored only when ≥ p_k, else NULL.
@@ -491,7 +506,7 @@ BEGIN
       SELECT l.tenant_id, a.month, t.category,
              count(DISTINCT a.member_id) FILTER (WHERE a.earns > 0) AS earned,
              count(DISTINCT a.member_id) FILTER (WHERE a.redeems > 0) AS redeemed
-        FROM insights_member_activity a
+        FROM insights_member_months a
         JOIN member_links l ON l.member_id = a.member_id AND l.tenant_id <> a.tenant_id
          AND l.created_at < (a.month::timestamp AT TIME ZONE p_time_zone)
         JOIN tenants t ON t.id = a.tenant_id
@@ -520,8 +535,9 @@ CREATE FUNCTION insights_reset()
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN
   PERFORM insights_require_operator();
-  TRUNCATE insights_watermarks, insights_member_days, insights_member_categories, insights_member_tags,
-           insights_members, insights_tenant_categories, insights_tenant_tags, insights_member_activity,
+  TRUNCATE insights_watermarks, insights_member_months, insights_member_recent_days, insights_member_categories,
+           insights_member_tags, insights_members, insights_tenant_categories, insights_tenant_tags,
+           insights_member_redeemers,
            insights_rising, insights_reward_redemptions, insights_retention, insights_coalition,
            insights_cross_categories;
 END $$;

@@ -28,7 +28,8 @@ OWN_TENANT = "(alliance_role() = 'merchant' AND tenant_id = alliance_tenant_id()
 
 # Read by merchants (own rows) and the operator.
 TENANT_TABLES = (
-    "insights_member_days",
+    "insights_member_months",
+    "insights_member_recent_days",
     "insights_member_categories",
     "insights_member_tags",
     "insights_members",
@@ -41,9 +42,9 @@ TENANT_TABLES = (
     "insights_cross_categories",
 )
 # Only the refresh steps touch these.
-OWNER_TABLES = ("insights_watermarks", "insights_member_activity")
+OWNER_TABLES = ("insights_watermarks", "insights_member_redeemers")
 STEPS = (
-    "insights_refresh_facts(text, bigint)",
+    "insights_refresh_facts(text, bigint, date)",
     "insights_refresh_rising(date, int, int, int)",
     "insights_refresh_segments(date)",
     "insights_refresh_redemptions()",

@@ -11,7 +11,7 @@ from tests.insights.helpers import REVERSE, business_today, date_transactions, d
 from tests.ledger.test_worked_example import enroll
 
 PROFILE = """query($n: String!) { merchantInsights { member(memberNumber: $n) {
-  memberNumber visits visitDays visitDaysLast90Days spend averageSpend pointsEarned firstVisit lastVisit
+  memberNumber visits visitsLast90Days spend averageSpend pointsEarned firstVisit lastVisit
   topCategories { label visits spend } topTags { label visits spend } } } }"""
 OVERVIEW = """{ merchantInsights {
   topCategories(months: 12) { label visits spend } topTags(months: 12) { label visits spend }
@@ -56,7 +56,7 @@ async def test_member_profiles_tops_segments_rising_and_retention(settings, db, 
     profile = (await shop.api(PROFILE, n=a))["merchantInsights"]["member"]
     today = business_today(settings)
     assert profile == {
-        "memberNumber": a, "visits": 3, "visitDays": 3, "visitDaysLast90Days": 3, "spend": "180.00",
+        "memberNumber": a, "visits": 3, "visitsLast90Days": 3, "spend": "180.00",
         "averageSpend": "60.00", "pointsEarned": a_points, "firstVisit": str(today.fromordinal(today.toordinal() - 70)),
         "lastVisit": str(today),
         "topCategories": [{"label": "baby-formula", "visits": 2, "spend": "150.00"}, {"label": "snacks", "visits": 1, "spend": "30.00"}],

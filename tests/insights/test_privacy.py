@@ -24,7 +24,8 @@ CROSS = """query($t: String) { merchantInsights(tenantCode: $t) {
     redeemsOnlyHereOrNever { members repeatMembers repeatRate } uplift suppressed } } }"""
 MEMBER = """query($n: String!) { merchantInsights { member(memberNumber: $n) { visits } } }"""
 TENANT_TABLES = (
-    "insights_member_days",
+    "insights_member_months",
+    "insights_member_recent_days",
     "insights_member_categories",
     "insights_member_tags",
     "insights_members",
@@ -156,7 +157,7 @@ async def test_row_level_security_on_every_summary_table(db, settings, alliance_
             assert others.scalar_one() == 0, table
     async with db.transaction(AccessContext("merchant", tenant_id=world["observer"].tenant_id)) as session:
         assert (await run_sql(session, text("SELECT count(*) FROM insights_members"))).scalar_one() == 20
-    for table in ("insights_member_activity", "insights_watermarks"):
+    for table in ("insights_member_redeemers", "insights_watermarks"):
         with pytest.raises(DBAPIError, match="permission denied"):
             async with db.transaction(AccessContext("merchant", tenant_id=nine.tenant_id)) as session:
                 await run_sql(session, text(f"SELECT count(*) FROM {table}"))

@@ -35,8 +35,7 @@ class LabelShare:
 class MemberInsight:
     member_number: str
     visits: int = strawberry.field(description="Purchases at this merchant (net of full reversals).")
-    visit_days: int = strawberry.field(description="Business days with at least one purchase.")
-    visit_days_last_90_days: int
+    visits_last_90_days: int
     spend: Decimal
     average_spend: Decimal | None = strawberry.field(description="spend / visits, 2 places.")
     points_earned: int
@@ -64,8 +63,7 @@ class MemberInsight:
         return cls(
             member_number=row.member_number,
             visits=row.visits,
-            visit_days=row.visit_days,
-            visit_days_last_90_days=row.visit_days_90,
+            visits_last_90_days=row.visits_90,
             spend=row.spend,
             average_spend=row.average_spend,
             points_earned=row.points,
@@ -182,7 +180,7 @@ class RisingMember:
 class CohortRetention:
     cohort_month: date
     members: int
-    repeat_members: int = strawberry.field(description="Visited on at least two business days.")
+    repeat_members: int = strawberry.field(description="Bought here on at least two business days.")
     repeat_rate: Decimal | None
 
 

@@ -21,10 +21,10 @@ from sqlalchemy import Row, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.db.database import run_sql
+from alliance.insights.refresh import BACKDATING_DAYS
 from alliance.tenants.models import TenantCategory
 
 TOP = 10  # entries in a top-categories / top-tags list
-BACKDATING_DAYS = 7  # an earn may be dated up to 7 days back (ledger limits)
 
 
 async def _rows(session: AsyncSession, sql: str, params: dict[str, Any]) -> Sequence[Row[Any]]:
@@ -37,13 +37,12 @@ def month_start(day: date, months_back: int = 0) -> date:
 
 
 _PROFILE = """
-SELECT mb.id AS member_id, mb.member_number, p.visits, p.visit_days, p.spend, p.points, p.first_visit,
+SELECT mb.id AS member_id, mb.member_number, p.visits, p.spend, p.points, p.first_visit,
        p.last_visit,
        CASE WHEN p.visits > 0 THEN round(p.spend / p.visits, 2) END AS average_spend,
-       (SELECT count(*) FROM insights_member_days d
-         WHERE d.tenant_id = p.tenant_id AND d.member_id = p.member_id
-           AND d.day > CAST(:today AS date) - 90 AND d.visits > 0)
-         AS visit_days_90
+       (SELECT coalesce(sum(d.visits), 0) FROM insights_member_recent_days d
+         WHERE d.tenant_id = p.tenant_id AND d.member_id = p.member_id AND d.day > CAST(:today AS date) - 90)
+         AS visits_90
   FROM insights_members p
   JOIN members mb ON mb.id = p.member_id
  WHERE p.tenant_id = :tenant

@@ -11,6 +11,7 @@ transaction-scoped advisory lock and one that cannot get it does nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +29,8 @@ _LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended('alliance:insigh
 _UPTO = text(
     "SELECT coalesce((SELECT id FROM ledger_transactions WHERE created_at <= :cutoff ORDER BY id DESC LIMIT 1), 0)"
 )
+RECENT_DAYS = 90  # "visits in the last 90 days" on a member's profile
+BACKDATING_DAYS = 7  # an earn may be dated up to 7 days back
 CROSS_MERCHANT_MONTHS = 13  # months of cross-merchant counts kept up to date (12 shown + the current)
 
 
@@ -55,11 +58,19 @@ async def _scalar(session: AsyncSession, sql: str, params: dict[str, object]) ->
     return int((await run_sql(session, text(sql), params)).scalar_one() or 0)
 
 
+def keep_days_since(context: RefreshContext) -> date:
+    """The oldest business day the per-day table keeps: the rising windows and the last 90 days,
+    plus the back-dating limit (a late posting still lands on a kept day)."""
+    s = context.settings
+    days = max(7 * (s.insights_rising_recent_weeks + s.insights_rising_baseline_weeks), RECENT_DAYS)
+    return context.today - timedelta(days=days + BACKDATING_DAYS)
+
+
 async def facts(session: AsyncSession, context: RefreshContext) -> int:
     return await _scalar(
         session,
-        "SELECT insights_refresh_facts(:tz, :upto)",
-        {"tz": context.settings.time_zone, "upto": context.upto},
+        "SELECT insights_refresh_facts(:tz, :upto, :keep_since)",
+        {"tz": context.settings.time_zone, "upto": context.upto, "keep_since": keep_days_since(context)},
     )
 
 
@@ -131,8 +142,8 @@ def register_step(step: RefreshStep, after: str | None = None) -> None:
 async def refresh(
     db: Database, settings: Settings, *, full: bool = False, now: datetime | None = None
 ) -> dict[str, int] | None:
-    """Run every step in one transaction; the rows each wrote, or None when another run holds the
-    lock. ``full`` forgets the summaries first and rebuilds them from the whole ledger."""
+    """Run every step in one transaction; the rows each wrote (and its milliseconds, as
+    ``<step>_ms``), or None when another run holds the lock. ``full`` forgets the summaries first and rebuilds them from the whole ledger."""
     now = now or datetime.now(UTC)
     today = now.astimezone(ZoneInfo(settings.time_zone)).date()
     async with db.transaction(OPERATOR) as session:
@@ -153,5 +164,7 @@ async def refresh(
         context = RefreshContext(settings, today, upto, list(touched or []))
         counts: dict[str, int] = {}
         for step in REFRESH_STEPS:
+            started = time.perf_counter()
             counts[step.name] = await step.run(session, context)
+            counts[f"{step.name}_ms"] = round((time.perf_counter() - started) * 1000)
         return counts
