@@ -195,6 +195,7 @@ DECLARE
   v_from bigint;
   v_rows bigint;
   v_merge boolean;
+  v_sql text;
 BEGIN
   PERFORM insights_require_operator();
   INSERT INTO insights_watermarks (step) VALUES ('facts') ON CONFLICT DO NOTHING;
@@ -206,98 +207,107 @@ BEGIN
     RETURN 0;
   END IF;
 
-  -- The delta, one row per posting: purchases (+), their refunds (− on the original purchase's
-  -- day, category and tags; a visit and its spend are taken back only by a full refund, a partial
-  -- one takes back points), and redemptions (counted, for the cross-merchant figures).
-  CREATE TEMP TABLE insights_delta ON COMMIT DROP AS
-  SELECT t.tenant_id, t.member_id, (t.effective_at AT TIME ZONE p_time_zone)::date AS day,
-         'earn'::text AS kind, t.details ->> 'category' AS category,
-         CASE WHEN jsonb_typeof(t.details -> 'tags') = 'array' AND t.details -> 'tags' <> '[]'
-              THEN t.details -> 'tags' END AS tags,
-         1 AS visits, coalesce(t.amount, 0) AS spend, t.points AS points
-    FROM ledger_transactions t
-   WHERE t.id > v_from AND t.id <= p_upto AND t.kind = 'earn' AND t.tenant_id IS NOT NULL
-  UNION ALL
-  SELECT o.tenant_id, o.member_id, (o.effective_at AT TIME ZONE p_time_zone)::date,
-         'refund', o.details ->> 'category',
-         CASE WHEN jsonb_typeof(o.details -> 'tags') = 'array' AND o.details -> 'tags' <> '[]'
-              THEN o.details -> 'tags' END,
-         CASE WHEN r.points + r.shortfall >= o.points THEN -1 ELSE 0 END,
-         CASE WHEN r.points + r.shortfall >= o.points THEN -coalesce(o.amount, 0) ELSE 0 END,
-         -r.points
-    FROM ledger_transactions r JOIN ledger_transactions o ON o.id = r.reverses_id
-   WHERE r.id > v_from AND r.id <= p_upto AND r.kind = 'reverse' AND o.kind = 'earn'
-     AND o.tenant_id IS NOT NULL
-  UNION ALL
-  SELECT t.tenant_id, t.member_id, (t.effective_at AT TIME ZONE p_time_zone)::date,
-         'redeem', NULL, NULL, 0, 0, 0
-    FROM ledger_transactions t
-   WHERE t.id > v_from AND t.id <= p_upto AND t.kind IN ('redeem', 'capture') AND t.tenant_id IS NOT NULL;
-  GET DIAGNOSTICS v_rows = ROW_COUNT;
-
-  EXECUTE $q$
-  INSERT INTO insights_member_months AS m (tenant_id, member_id, month, visits, spend, points, earns, redeems)
-  SELECT tenant_id, member_id, date_trunc('month', day)::date, sum(visits), sum(spend), sum(points),
-         count(*) FILTER (WHERE kind = 'earn'), count(*) FILTER (WHERE kind = 'redeem')
-    FROM insights_delta GROUP BY 1, 2, 3 $q$ || CASE WHEN v_merge THEN $q$
-  ON CONFLICT (tenant_id, member_id, month) DO UPDATE
+  -- One statement: the delta (one row per posting) is read from the ledger once, kept by the
+  -- MATERIALIZED CTE in work_mem (a temporary table would go through the small temp_buffers),
+  -- and every summary is fed from it. Purchases count +; their refunds − on the original
+  -- purchase's day, category and tags (a visit and its spend are taken back only by a full
+  -- refund, a partial one takes back points); redemptions are counted for the cross-merchant
+  -- figures.
+  v_sql := $q$
+  WITH delta AS MATERIALIZED (
+    SELECT t.tenant_id, t.member_id, (t.effective_at AT TIME ZONE $1)::date AS day,
+           'earn'::text AS kind, t.details ->> 'category' AS category,
+           CASE WHEN jsonb_typeof(t.details -> 'tags') = 'array' AND t.details -> 'tags' <> '[]'
+                THEN t.details -> 'tags' END AS tags,
+           1 AS visits, coalesce(t.amount, 0) AS spend, t.points AS points
+      FROM ledger_transactions t
+     WHERE t.id > $2 AND t.id <= $3 AND t.kind = 'earn' AND t.tenant_id IS NOT NULL
+    UNION ALL
+    SELECT o.tenant_id, o.member_id, (o.effective_at AT TIME ZONE $1)::date,
+           'refund', o.details ->> 'category',
+           CASE WHEN jsonb_typeof(o.details -> 'tags') = 'array' AND o.details -> 'tags' <> '[]'
+                THEN o.details -> 'tags' END,
+           CASE WHEN r.points + r.shortfall >= o.points THEN -1 ELSE 0 END,
+           CASE WHEN r.points + r.shortfall >= o.points THEN -coalesce(o.amount, 0) ELSE 0 END,
+           -r.points
+      FROM ledger_transactions r JOIN ledger_transactions o ON o.id = r.reverses_id
+     WHERE r.id > $2 AND r.id <= $3 AND r.kind = 'reverse' AND o.kind = 'earn' AND o.tenant_id IS NOT NULL
+    UNION ALL
+    SELECT t.tenant_id, t.member_id, (t.effective_at AT TIME ZONE $1)::date, 'redeem', NULL, NULL, 0, 0, 0
+      FROM ledger_transactions t
+     WHERE t.id > $2 AND t.id <= $3 AND t.kind IN ('redeem', 'capture') AND t.tenant_id IS NOT NULL
+  ),
+  tagged AS MATERIALIZED (
+    SELECT d.tenant_id, d.member_id, date_trunc('month', d.day)::date AS month, tag.value AS tag, d.visits, d.spend
+      FROM delta d CROSS JOIN LATERAL jsonb_array_elements_text(d.tags) AS tag(value) WHERE d.tags IS NOT NULL
+  ),
+  months AS (
+    INSERT INTO insights_member_months AS m (tenant_id, member_id, month, visits, spend, points, earns, redeems)
+    SELECT tenant_id, member_id, date_trunc('month', day)::date, sum(visits), sum(spend), sum(points),
+           count(*) FILTER (WHERE kind = 'earn'), count(*) FILTER (WHERE kind = 'redeem')
+      FROM delta GROUP BY 1, 2, 3
+    @MONTHS@
+  ),
+  days AS (
+    INSERT INTO insights_member_recent_days AS d (tenant_id, member_id, day, visits, points)
+    SELECT tenant_id, member_id, day, sum(visits), sum(points)
+      FROM delta WHERE kind <> 'redeem' AND day >= $4 GROUP BY 1, 2, 3
+    @DAYS@
+  ),
+  categories AS (
+    INSERT INTO insights_member_categories AS c (tenant_id, member_id, month, category, visits, spend)
+    SELECT tenant_id, member_id, date_trunc('month', day)::date, category, sum(visits), sum(spend)
+      FROM delta WHERE kind <> 'redeem' AND category IS NOT NULL GROUP BY 1, 2, 3, 4
+    @CATEGORIES@
+  ),
+  tags AS (
+    INSERT INTO insights_member_tags AS g (tenant_id, member_id, month, tag, visits, spend)
+    SELECT tenant_id, member_id, month, tag, sum(visits), sum(spend) FROM tagged GROUP BY 1, 2, 3, 4
+    @TAGS@
+  ),
+  profiles AS (
+    INSERT INTO insights_members AS p (tenant_id, member_id, visits, spend, points, first_visit, last_visit)
+    SELECT tenant_id, member_id, sum(visits), sum(spend), sum(points),
+           min(day) FILTER (WHERE kind = 'earn'), max(day) FILTER (WHERE kind = 'earn')
+      FROM delta WHERE kind <> 'redeem' GROUP BY 1, 2
+    @PROFILES@
+  ),
+  tenant_categories AS (
+    INSERT INTO insights_tenant_categories AS t (tenant_id, month, category, visits, spend)
+    SELECT tenant_id, date_trunc('month', day)::date, category, sum(visits), sum(spend)
+      FROM delta WHERE kind <> 'redeem' AND category IS NOT NULL GROUP BY 1, 2, 3
+    ON CONFLICT (tenant_id, month, category) DO UPDATE
+      SET visits = t.visits + excluded.visits, spend = t.spend + excluded.spend
+  ),
+  tenant_tags AS (
+    INSERT INTO insights_tenant_tags AS t (tenant_id, month, tag, visits, spend)
+    SELECT tenant_id, month, tag, sum(visits), sum(spend) FROM tagged GROUP BY 1, 2, 3
+    ON CONFLICT (tenant_id, month, tag) DO UPDATE
+      SET visits = t.visits + excluded.visits, spend = t.spend + excluded.spend
+  ),
+  redeemers AS (
+    INSERT INTO insights_member_redeemers (member_id, tenant_id)
+    SELECT DISTINCT member_id, tenant_id FROM delta WHERE kind = 'redeem'
+    ON CONFLICT DO NOTHING
+  )
+  SELECT count(*) FROM delta $q$;
+  v_sql := replace(v_sql, '@MONTHS@', CASE WHEN v_merge THEN $q$ON CONFLICT (tenant_id, member_id, month) DO UPDATE
     SET visits = m.visits + excluded.visits, spend = m.spend + excluded.spend, points = m.points + excluded.points,
-        earns = m.earns + excluded.earns, redeems = m.redeems + excluded.redeems $q$ ELSE '' END;
-
-  EXECUTE $q$
-  INSERT INTO insights_member_recent_days AS d (tenant_id, member_id, day, visits, points)
-  SELECT tenant_id, member_id, day, sum(visits), sum(points)
-    FROM insights_delta WHERE kind <> 'redeem' AND day >= $1 GROUP BY 1, 2, 3 $q$ || CASE WHEN v_merge THEN $q$
-  ON CONFLICT (tenant_id, member_id, day) DO UPDATE
-    SET visits = d.visits + excluded.visits, points = d.points + excluded.points $q$ ELSE '' END
-  USING p_keep_since;
-  DELETE FROM insights_member_recent_days WHERE day < p_keep_since;
-
-  EXECUTE $q$
-  INSERT INTO insights_member_categories AS c (tenant_id, member_id, month, category, visits, spend)
-  SELECT tenant_id, member_id, date_trunc('month', day)::date, category, sum(visits), sum(spend)
-    FROM insights_delta WHERE kind <> 'redeem' AND category IS NOT NULL GROUP BY 1, 2, 3, 4 $q$
-  || CASE WHEN v_merge THEN $q$
-  ON CONFLICT (tenant_id, member_id, month, category) DO UPDATE
-    SET visits = c.visits + excluded.visits, spend = c.spend + excluded.spend $q$ ELSE '' END;
-
-  EXECUTE $q$
-  INSERT INTO insights_member_tags AS g (tenant_id, member_id, month, tag, visits, spend)
-  SELECT d.tenant_id, d.member_id, date_trunc('month', d.day)::date, tag.value, sum(d.visits), sum(d.spend)
-    FROM insights_delta d CROSS JOIN LATERAL jsonb_array_elements_text(d.tags) AS tag(value)
-   WHERE d.tags IS NOT NULL GROUP BY 1, 2, 3, 4 $q$ || CASE WHEN v_merge THEN $q$
-  ON CONFLICT (tenant_id, member_id, month, tag) DO UPDATE
-    SET visits = g.visits + excluded.visits, spend = g.spend + excluded.spend $q$ ELSE '' END;
-
-  EXECUTE $q$
-  INSERT INTO insights_members AS p (tenant_id, member_id, visits, spend, points, first_visit, last_visit)
-  SELECT tenant_id, member_id, sum(visits), sum(spend), sum(points),
-         min(day) FILTER (WHERE kind = 'earn'), max(day) FILTER (WHERE kind = 'earn')
-    FROM insights_delta WHERE kind <> 'redeem' GROUP BY 1, 2 $q$ || CASE WHEN v_merge THEN $q$
-  ON CONFLICT (tenant_id, member_id) DO UPDATE
+        earns = m.earns + excluded.earns, redeems = m.redeems + excluded.redeems $q$ ELSE '' END);
+  v_sql := replace(v_sql, '@DAYS@', CASE WHEN v_merge THEN $q$ON CONFLICT (tenant_id, member_id, day) DO UPDATE
+    SET visits = d.visits + excluded.visits, points = d.points + excluded.points $q$ ELSE '' END);
+  v_sql := replace(v_sql, '@CATEGORIES@', CASE WHEN v_merge THEN $q$ON CONFLICT (tenant_id, member_id, month, category)
+    DO UPDATE SET visits = c.visits + excluded.visits, spend = c.spend + excluded.spend $q$ ELSE '' END);
+  v_sql := replace(v_sql, '@TAGS@', CASE WHEN v_merge THEN $q$ON CONFLICT (tenant_id, member_id, month, tag)
+    DO UPDATE SET visits = g.visits + excluded.visits, spend = g.spend + excluded.spend $q$ ELSE '' END);
+  v_sql := replace(v_sql, '@PROFILES@', CASE WHEN v_merge THEN $q$ON CONFLICT (tenant_id, member_id) DO UPDATE
     SET visits = p.visits + excluded.visits, spend = p.spend + excluded.spend, points = p.points + excluded.points,
         first_visit = least(p.first_visit, excluded.first_visit),
-        last_visit = greatest(p.last_visit, excluded.last_visit) $q$ ELSE '' END;
-
-  INSERT INTO insights_tenant_categories AS t (tenant_id, month, category, visits, spend)
-  SELECT tenant_id, date_trunc('month', day)::date, category, sum(visits), sum(spend)
-    FROM insights_delta WHERE kind <> 'redeem' AND category IS NOT NULL GROUP BY 1, 2, 3
-  ON CONFLICT (tenant_id, month, category) DO UPDATE
-    SET visits = t.visits + excluded.visits, spend = t.spend + excluded.spend;
-
-  INSERT INTO insights_tenant_tags AS t (tenant_id, month, tag, visits, spend)
-  SELECT d.tenant_id, date_trunc('month', d.day)::date, tag.value, sum(d.visits), sum(d.spend)
-    FROM insights_delta d CROSS JOIN LATERAL jsonb_array_elements_text(d.tags) AS tag(value)
-   WHERE d.tags IS NOT NULL GROUP BY 1, 2, 3
-  ON CONFLICT (tenant_id, month, tag) DO UPDATE
-    SET visits = t.visits + excluded.visits, spend = t.spend + excluded.spend;
-
-  INSERT INTO insights_member_redeemers (member_id, tenant_id)
-  SELECT DISTINCT member_id, tenant_id FROM insights_delta WHERE kind = 'redeem'
-  ON CONFLICT DO NOTHING;
+        last_visit = greatest(p.last_visit, excluded.last_visit) $q$ ELSE '' END);
+  EXECUTE v_sql INTO v_rows USING p_time_zone, v_from, p_upto, p_keep_since;
+  DELETE FROM insights_member_recent_days WHERE day < p_keep_since;
 
   UPDATE insights_watermarks SET last_id = p_upto, refreshed_at = now() WHERE step = 'facts';
-  DROP TABLE insights_delta;
   RETURN v_rows;
 END $$;
 
