@@ -379,6 +379,7 @@ BEGIN
          (s.definition ->> 'minVisits')::int AS min_visits, (s.definition ->> 'minSpend')::numeric AS min_spend,
          (v_month - make_interval(months => (s.definition ->> 'windowMonths')::int - 1))::date AS since_month
     FROM customer_segments s WHERE s.status = 'active';
+  ANALYZE insights_segment_windows;  -- a few rows: the planner must know, or it sorts the facts to join them
 
   CREATE TEMP TABLE insights_segment_new ON COMMIT DROP AS
   SELECT w.id AS segment_id, w.tenant_id, c.member_id
