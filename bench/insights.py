@@ -7,8 +7,8 @@ It creates its own database (``alliance_bench_insights``) and application role
 (``alliance_bench_insights_app``), applies the migrations and seeds set-based as the owner
 (``INSERT ... SELECT generate_series``) straight into the tables the summaries read, at
 ``--scale`` × (12 tenants, 100,000 members linked to 1-3 merchants over two years, 10,000,000
-ledger transactions over two years: 95 % purchases with a category and 0-2 tags (most untagged), 4 % redemptions,
-1 % full refunds; 200,000 reward redemptions of 240 rewards; tiers; 3 segments per merchant).
+ledger transactions over two years: 95 % purchases with a category and 0-2 tags (most untagged),
+4 % redemptions, 1 % full refunds; 200,000 reward redemptions of 240 rewards; tiers; 3 segments per merchant).
 Only ``ledger_transactions`` is seeded for the postings (no entries or lots: the insights never
 read them), so the books of this database do not balance — it is for this benchmark only.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -40,17 +41,16 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from alliance.config import Settings  # noqa: E402
-from alliance.db import Database  # noqa: E402
-from alliance.db.database import AccessContext, to_async_url  # noqa: E402
-from alliance.db.migrate import upgrade  # noqa: E402
-from alliance.insights import queries, segments  # noqa: E402
-from alliance.insights.refresh import refresh  # noqa: E402
+from alliance.config import Settings
+from alliance.db import Database
+from alliance.db.database import AccessContext, to_async_url
+from alliance.db.migrate import upgrade
+from alliance.insights import queries, segments
+from alliance.insights.refresh import refresh
 
 DB_NAME = "alliance_bench_insights"
 APP_ROLE = "alliance_bench_insights_app"
@@ -84,8 +84,8 @@ def purchases_sql(first: int, count: int, tenants: int, members: int, days: int)
     day of the last ``days`` (more recent days a little more likely), 10-500 CNY, a category of
     the merchant's five, 0-2 of twenty tags."""
     return f"""
-    INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount, currency,
-                                     order_ref, store_id, details, effective_at, created_at)
+    INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount,
+                                     currency, order_ref, store_id, details, effective_at, created_at)
     SELECT 'earn', 'POINTS', m, t, 'bench', floor(amount)::bigint, amount, 'CNY', 'o' || i, t, details, at, at
       FROM (
         SELECT i, m,
@@ -94,7 +94,8 @@ def purchases_sql(first: int, count: int, tenants: int, members: int, days: int)
                jsonb_build_object(
                  'category', 'cat-' || (m % {tenants}) || '-' || ((hashint4(i * 3) & 2147483647) % 5),
                  'tags', CASE WHEN (hashint4(i * 5) & 15) < 10 THEN '[]'::jsonb
-                   WHEN (hashint4(i * 5) & 15) < 15 THEN jsonb_build_array('tag-' || ((hashint4(i * 7) & 2147483647) % 20))
+                   WHEN (hashint4(i * 5) & 15) < 15
+                     THEN jsonb_build_array('tag-' || ((hashint4(i * 7) & 2147483647) % 20))
                    ELSE jsonb_build_array('tag-' || ((hashint4(i * 7) & 2147483647) % 20),
                                           'tag-' || (20 + (hashint4(i * 11) & 2147483647) % 20)) END
                ) AS details,
@@ -134,7 +135,8 @@ async def seed(owner_url: URL, scale: float) -> dict[str, int]:
         await step(
             "members",
             f"""INSERT INTO members (phone, name)
-                SELECT '+86138' || lpad(n::text, 8, '0'), 'Member ' || n FROM generate_series(1, {members}) AS n""",
+                SELECT '+86138' || lpad(n::text, 8, '0'), 'Member ' || n
+                  FROM generate_series(1, {members}) AS n""",
         )
         await step(
             "member_links",
@@ -165,14 +167,18 @@ async def seed(owner_url: URL, scale: float) -> dict[str, int]:
             chunk = 2_000_000
             for first in range(1, earns + 1, chunk):
                 count = min(chunk, earns - first + 1)
-                await step(f"purchases {first:,}-{first + count - 1:,}", purchases_sql(first, count, tenants, members, days))
+                await step(
+                    f"purchases {first:,}-{first + count - 1:,}",
+                    purchases_sql(first, count, tenants, members, days),
+                )
             await step(
                 "redemptions (ledger)",
                 f"""INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points,
                                                      order_ref, store_id, effective_at, created_at)
                     SELECT 'redeem', 'POINTS', m, t, 'bench', 100, 'r' || i, t, at, at
                       FROM (SELECT i, m, 1 + ({LINKED.format(t=tenants)})[1 + (i % (1 + m % 3))] AS t,
-                                   now() - make_interval(days => (hashint4(i * 19) & 2147483647) % {days}) AS at
+                                   now() - make_interval(days => (hashint4(i * 19) & 2147483647) % {days})
+                                     AS at
                               FROM (SELECT i, 1 + (hashint4(i + 7) & 2147483647) % {members} AS m
                                       FROM generate_series(1, {redeems}) AS i) s) r""",
             )
@@ -191,7 +197,8 @@ async def seed(owner_url: URL, scale: float) -> dict[str, int]:
         await step(
             "rewards",
             """INSERT INTO rewards (tenant_id, kind, name, points, stock)
-               SELECT t.id, (ARRAY['goods', 'service', 'upgrade', 'coupon'])[1 + n % 4], 'Reward ' || n, 100 * n,
+               SELECT t.id, (ARRAY['goods', 'service', 'upgrade', 'coupon'])[1 + n % 4], 'Reward ' || n,
+                      100 * n,
                       CASE WHEN n % 5 = 0 THEN NULL ELSE 50 * n END
                  FROM tenants t, generate_series(1, 20) AS n""",
         )
@@ -199,8 +206,9 @@ async def seed(owner_url: URL, scale: float) -> dict[str, int]:
         # have no takers.
         await step(
             "reward_redemptions",
-            f"""INSERT INTO reward_redemptions (member_id, member_number, reward_id, tenant_id, asset, quantity,
-                                                unit_points, points, status, transaction_id, client_scope,
+            f"""INSERT INTO reward_redemptions (member_id, member_number, reward_id, tenant_id, asset,
+                                                quantity, unit_points, points, status, transaction_id,
+                                                client_scope,
                                                 created_at, closed_at)
                 SELECT x.member_id, mb.member_number, w.id, x.tenant_id, 'POINTS', 1, 100, 100,
                        CASE WHEN x.id % 10 = 0 THEN 'cancelled' ELSE 'fulfilled' END, x.id, 'bench',
@@ -269,7 +277,10 @@ def _month(sample: Sample, back: int) -> date:
 QUERIES: list[tuple[str, Query]] = [
     ("member_profile", lambda s, x: queries.member_profile(s, x.tenant_id, x.member_number, x.today)),
     ("member_profiles_page", lambda s, x: queries.member_profiles(s, x.tenant_id, x.member_id, 51, x.today)),
-    ("member_top_categories", lambda s, x: queries.member_top(s, x.tenant_id, x.member_id, "category", _month(x, 11))),
+    (
+        "member_top_categories",
+        lambda s, x: queries.member_top(s, x.tenant_id, x.member_id, "category", _month(x, 11)),
+    ),
     ("member_top_tags", lambda s, x: queries.member_top(s, x.tenant_id, x.member_id, "tag", _month(x, 11))),
     ("top_categories_12m", lambda s, x: queries.tenant_top(s, x.tenant_id, "category", _month(x, 11))),
     ("top_tags_12m", lambda s, x: queries.tenant_top(s, x.tenant_id, "tag", _month(x, 11))),
@@ -296,17 +307,21 @@ async def samples(owner_url: URL, count: int, today: date) -> list[Sample]:
                 ORDER BY hashint8(l.member_id * 31 + l.tenant_id) LIMIT $1""",
             count,
         )
-        return [Sample(r["tenant_id"], r["member_id"], r["member_number"], r["segment_id"], today) for r in rows]
+        return [
+            Sample(r["tenant_id"], r["member_id"], r["member_number"], r["segment_id"], today) for r in rows
+        ]
     finally:
         await conn.close()
 
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def measure_queries(db: Database, picks: list[Sample], calls: int) -> list[tuple[str, float, float, float]]:
+async def measure_queries(
+    db: Database, picks: list[Sample], calls: int
+) -> list[tuple[str, float, float, float]]:
     results = []
     for name, query in QUERIES:
         timings = []
@@ -317,8 +332,11 @@ async def measure_queries(db: Database, picks: list[Sample], calls: int) -> list
                 await query(session, sample)
             timings.append((time.perf_counter() - started) * 1000)
         results.append((name, statistics.median(timings), percentile(timings, 0.99), max(timings)))
-        print(f"  {name:<26} p50 {results[-1][1]:7.2f} ms  p99 {results[-1][2]:7.2f} ms  max {results[-1][3]:7.2f} ms",
-              flush=True)
+        print(
+            f"  {name:<26} p50 {results[-1][1]:7.2f} ms  p99 {results[-1][2]:7.2f} ms"
+            f"  max {results[-1][3]:7.2f} ms",
+            flush=True,
+        )
     return results
 
 
@@ -344,23 +362,31 @@ async def run(owner_url: URL, settings: Settings, args: argparse.Namespace) -> i
         results = await measure_queries(db, picks, args.calls)
 
         print("\nsummary")
-        print(f"  full refresh        {full_s:7.1f} s   target ≤ {REFRESH_TARGET_S:.0f} s  "
-              f"{'ok' if full_s <= REFRESH_TARGET_S else 'MISSED'}")
+        print(
+            f"  full refresh        {full_s:7.1f} s   target ≤ {REFRESH_TARGET_S:.0f} s  "
+            f"{'ok' if full_s <= REFRESH_TARGET_S else 'MISSED'}"
+        )
         print(f"  incremental refresh {incremental_s:7.1f} s   (+{args.increment:,} transactions)")
         worst = max(results, key=lambda r: r[2])
-        print(f"  worst p99 query     {worst[2]:7.2f} ms  ({worst[0]}) target ≤ {QUERY_TARGET_MS:.0f} ms  "
-              f"{'ok' if worst[2] <= QUERY_TARGET_MS else 'MISSED'}")
+        print(
+            f"  worst p99 query     {worst[2]:7.2f} ms  ({worst[0]}) target ≤ {QUERY_TARGET_MS:.0f} ms  "
+            f"{'ok' if worst[2] <= QUERY_TARGET_MS else 'MISSED'}"
+        )
         return 0
     finally:
         await db.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", required=True, help="a PostgreSQL server's owner URL")
     parser.add_argument("--scale", type=float, default=1.0, help="× (100k members, 10M transactions)")
     parser.add_argument("--calls", type=int, default=200, help="calls per query")
-    parser.add_argument("--increment", type=int, default=100_000, help="purchases added before the incremental run")
+    parser.add_argument(
+        "--increment", type=int, default=100_000, help="purchases added before the incremental run"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and role")
     args = parser.parse_args(argv)
 
@@ -377,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(admin(server_url, [*drop, f'CREATE DATABASE "{DB_NAME}"']))
         upgrade(owner_url.render_as_string(hide_password=False), settings)
-        print(f"seeding at scale {args.scale} (load average {' '.join(f'{x:.2f}' for x in __import__('os').getloadavg())}):",
-              flush=True)
+        print(
+            f"seeding at scale {args.scale} (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}):",
+            flush=True,
+        )
         started = time.perf_counter()
         record = asyncio.run(seed(owner_url, args.scale))
         print(f"seeded {record} in {time.perf_counter() - started:.1f} s", flush=True)

@@ -30,9 +30,16 @@ def at_noon(settings: Settings, day: date) -> datetime:
     return datetime.combine(day, time(12), ZoneInfo(settings.time_zone))
 
 
-async def earn(merchant: Any, number: str, amount: str, category: str | None = None, tags: list[str] | None = None) -> tuple[int, int]:
+async def earn(
+    merchant: Any, number: str, amount: str, category: str | None = None, tags: list[str] | None = None
+) -> tuple[int, int]:
     """A purchase now; (transaction pk, points)."""
-    item: dict[str, Any] = {"memberNumber": number, "amount": amount, "orderRef": unique("o"), "idempotencyKey": unique("k")}
+    item: dict[str, Any] = {
+        "memberNumber": number,
+        "amount": amount,
+        "orderRef": unique("o"),
+        "idempotencyKey": unique("k"),
+    }
     if category:
         item["category"] = category
     if tags:
@@ -54,8 +61,13 @@ async def as_owner(settings: Settings, statements: list[tuple[str, dict[str, Any
 
 async def date_transactions(settings: Settings, dated: dict[int, datetime]) -> None:
     """Set the business time of postings (before the refresh that folds them in)."""
-    statements: list[tuple[str, dict[str, Any]]] = [("ALTER TABLE ledger_transactions DISABLE TRIGGER append_only", {})]
-    statements += [("UPDATE ledger_transactions SET effective_at = :at WHERE id = :id", {"at": at, "id": pk}) for pk, at in dated.items()]
+    statements: list[tuple[str, dict[str, Any]]] = [
+        ("ALTER TABLE ledger_transactions DISABLE TRIGGER append_only", {})
+    ]
+    statements += [
+        ("UPDATE ledger_transactions SET effective_at = :at WHERE id = :id", {"at": at, "id": pk})
+        for pk, at in dated.items()
+    ]
     statements.append(("ALTER TABLE ledger_transactions ENABLE TRIGGER append_only", {}))
     await as_owner(settings, statements)
 

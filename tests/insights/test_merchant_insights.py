@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from alliance.insights.queries import month_start
 from alliance.tenants.models import TenantCategory
 from tests.conftest import random_phone, unique
@@ -39,7 +37,9 @@ async def test_member_profiles_tops_segments_rising_and_retention(settings, db, 
         a_points += points
     await earn(shop, b, "80", "baby-formula")
     refunded, _ = await earn(shop, b, "20", "toys")
-    reversed_ = await shop.api(REVERSE, i={"transactionId": _gid(refunded), "reason": "refund", "idempotencyKey": unique("k")})
+    reversed_ = await shop.api(
+        REVERSE, i={"transactionId": _gid(refunded), "reason": "refund", "idempotencyKey": unique("k")}
+    )
     assert reversed_["reverseTransaction"]["userErrors"] == []
     # C: 3 baseline days (30, 40, 60 days ago), then 5 days in the last 4 weeks.
     for days in (30, 40, 60, 0, 1, 2, 3, 4):
@@ -47,8 +47,11 @@ async def test_member_profiles_tops_segments_rising_and_retention(settings, db, 
         dated[pk] = days_ago(settings, days)
     await date_transactions(settings, dated)  # type: ignore[arg-type]
 
-    segment = {"code": "formula-regulars", "name": "Formula regulars",
-               "definition": {"category": "baby-formula", "minMonths": 2, "windowMonths": 3}}
+    segment = {
+        "code": "formula-regulars",
+        "name": "Formula regulars",
+        "definition": {"category": "baby-formula", "minMonths": 2, "windowMonths": 3},
+    }
     created = (await shop.api(CREATE, i=segment))["createSegment"]
     assert created["userErrors"] == [] and created["segment"]["memberCount"] == 0
     await run_refresh(db, settings)
@@ -56,15 +59,28 @@ async def test_member_profiles_tops_segments_rising_and_retention(settings, db, 
     profile = (await shop.api(PROFILE, n=a))["merchantInsights"]["member"]
     today = business_today(settings)
     assert profile == {
-        "memberNumber": a, "visits": 3, "visitsLast90Days": 3, "spend": "180.00",
-        "averageSpend": "60.00", "pointsEarned": a_points, "firstVisit": str(today.fromordinal(today.toordinal() - 70)),
+        "memberNumber": a,
+        "visits": 3,
+        "visitsLast90Days": 3,
+        "spend": "180.00",
+        "averageSpend": "60.00",
+        "pointsEarned": a_points,
+        "firstVisit": str(today.fromordinal(today.toordinal() - 70)),
         "lastVisit": str(today),
-        "topCategories": [{"label": "baby-formula", "visits": 2, "spend": "150.00"}, {"label": "snacks", "visits": 1, "spend": "30.00"}],
-        "topTags": [{"label": "imported", "visits": 2, "spend": "130.00"}, {"label": "promo", "visits": 1, "spend": "30.00"}],
+        "topCategories": [
+            {"label": "baby-formula", "visits": 2, "spend": "150.00"},
+            {"label": "snacks", "visits": 1, "spend": "30.00"},
+        ],
+        "topTags": [
+            {"label": "imported", "visits": 2, "spend": "130.00"},
+            {"label": "promo", "visits": 1, "spend": "30.00"},
+        ],
     }
     b_profile = (await shop.api(PROFILE, n=b))["merchantInsights"]["member"]
     assert (b_profile["visits"], b_profile["spend"], b_profile["topCategories"]) == (
-        1, "80.00", [{"label": "baby-formula", "visits": 1, "spend": "80.00"}]
+        1,
+        "80.00",
+        [{"label": "baby-formula", "visits": 1, "spend": "80.00"}],
     )
 
     overview = (await shop.api(OVERVIEW))["merchantInsights"]
@@ -73,7 +89,8 @@ async def test_member_profiles_tops_segments_rising_and_retention(settings, db, 
         {"label": "baby-formula", "visits": 3, "spend": "230.00"},
     ]
     assert overview["topTags"] == [
-        {"label": "imported", "visits": 2, "spend": "130.00"}, {"label": "promo", "visits": 1, "spend": "30.00"}
+        {"label": "imported", "visits": 2, "spend": "130.00"},
+        {"label": "promo", "visits": 1, "spend": "30.00"},
     ]
     # Everyone enrolled this month; A (3 days) and C (8 days) came back, B (1 day) did not.
     assert overview["retention"] == [
@@ -81,9 +98,10 @@ async def test_member_profiles_tops_segments_rising_and_retention(settings, db, 
     ]
     # C: λ = 3 baseline days × 4/12 weeks = 1; 5 recent days ≥ 1 + 3·√1 = 4. A: 1 recent day < 3.
     rising = [e["node"] for e in overview["risingMembers"]["edges"]]
-    assert [(r["memberNumber"], r["recentVisitDays"], r["baselineVisitDays"], r["expectedVisitDays"]) for r in rising] == [
-        (c, 5, 3, "1.0000")
-    ]
+    assert [
+        (r["memberNumber"], r["recentVisitDays"], r["baselineVisitDays"], r["expectedVisitDays"])
+        for r in rising
+    ] == [(c, 5, 3, "1.0000")]
     assert rising[0]["reason"] in ("VISITS", "VISITS_AND_POINTS")
     assert [e["node"]["memberNumber"] for e in overview["members"]["edges"]] == [a, b, c]
 
@@ -108,9 +126,16 @@ async def test_segment_definitions_are_validated(make_merchant):
         ({"minSpend": "1.001", "windowMonths": 2}, "definition.minSpend"),
         ({"category": "x", "minMonths": 4, "windowMonths": 3}, "definition.minMonths"),
     ):
-        payload = (await shop.api(CREATE, i={"code": unique("s"), "name": "n", "definition": definition}))["createSegment"]
+        payload = (await shop.api(CREATE, i={"code": unique("s"), "name": "n", "definition": definition}))[
+            "createSegment"
+        ]
         assert payload["userErrors"] == [{"field": field, "code": "INVALID_SEGMENT_DEFINITION"}], definition
-    ok = {"code": "big-spenders", "name": "Big spenders", "definition": {"minSpend": "500", "windowMonths": 2}, "idempotencyKey": "seg-1"}
+    ok = {
+        "code": "big-spenders",
+        "name": "Big spenders",
+        "definition": {"minSpend": "500", "windowMonths": 2},
+        "idempotencyKey": "seg-1",
+    }
     first = (await shop.api(CREATE, i=ok))["createSegment"]
     again = (await shop.api(CREATE, i=ok))["createSegment"]
     assert first == again and first["userErrors"] == []

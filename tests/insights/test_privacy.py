@@ -15,7 +15,15 @@ from alliance.insights.queries import latest_closed_month, month_start
 from alliance.tenants.models import TenantCategory
 from tests.catalog import earn as award
 from tests.conftest import random_phone, unique
-from tests.insights.helpers import at_noon, business_today, date_links, date_transactions, days_ago, earn, run_refresh
+from tests.insights.helpers import (
+    at_noon,
+    business_today,
+    date_links,
+    date_transactions,
+    days_ago,
+    earn,
+    run_refresh,
+)
 from tests.ledger.test_worked_example import REDEEM, enroll
 
 CROSS = """query($t: String) { merchantInsights(tenantCode: $t) {
@@ -62,7 +70,10 @@ async def alliance_of_twenty(settings, make_merchant):
         pk, _ = await earn(hotel, number, "100")
         dated[pk] = in_month
         await award(clothing, number, 5)
-        redeemed = (await clothing.api(REDEEM, i={"memberNumber": number, "points": 1, "orderRef": unique("r"), "idempotencyKey": unique("k")}))
+        redeemed = await clothing.api(
+            REDEEM,
+            i={"memberNumber": number, "points": 1, "orderRef": unique("r"), "idempotencyKey": unique("k")},
+        )
         assert redeemed["redeemPoints"]["userErrors"] == []
         xs.append(number)
     for _ in range(10):
@@ -101,8 +112,17 @@ async def test_k_threshold_nine_members_withheld_ten_shown(db, settings, operato
 
     seen = (await world["observer"].api(CROSS))["merchantInsights"]
     cells = {(c["month"], c["category"]): c for c in seen["crossMerchant"]}
-    assert cells[(month, "HOTEL")] == {"month": month, "category": "HOTEL", "earnedMembers": 10, "redeemedMembers": None, "suppressed": True}
-    assert cells[(month, "CLOTHING")]["redeemedMembers"] == 10 and cells[(month, "CLOTHING")]["earnedMembers"] is None
+    assert cells[(month, "HOTEL")] == {
+        "month": month,
+        "category": "HOTEL",
+        "earnedMembers": 10,
+        "redeemedMembers": None,
+        "suppressed": True,
+    }
+    assert (
+        cells[(month, "CLOTHING")]["redeemedMembers"] == 10
+        and cells[(month, "CLOTHING")]["earnedMembers"] is None
+    )
     # Members redeeming elsewhere (X: 4 of 10 repeat) against the others (Y: 6 of 10).
     assert seen["coalitionRetention"] == {
         "redeemsElsewhere": {"members": 10, "repeatMembers": 4, "repeatRate": "0.4000"},
@@ -140,9 +160,7 @@ async def test_no_argument_reaches_another_merchant(db, settings, alliance_of_tw
 
 async def test_crossmerchant_takes_no_arguments_to_combine(settings, operator):
     """No period, filter or segment argument: the only cells are fixed closed months × categories."""
-    schema = await operator(
-        """{ __type(name: "MerchantInsights") { fields { name args { name } } } }"""
-    )
+    schema = await operator("""{ __type(name: "MerchantInsights") { fields { name args { name } } } }""")
     fields = {f["name"]: f["args"] for f in schema["__type"]["fields"]}
     assert fields["crossMerchant"] == [] and fields["coalitionRetention"] == []
 
@@ -153,7 +171,9 @@ async def test_row_level_security_on_every_summary_table(db, settings, alliance_
     nine = world["nine"]
     async with db.transaction(AccessContext("merchant", tenant_id=nine.tenant_id)) as session:
         for table in TENANT_TABLES:
-            others = await run_sql(session, text(f"SELECT count(*) FROM {table} WHERE tenant_id <> :t"), {"t": nine.tenant_id})
+            others = await run_sql(
+                session, text(f"SELECT count(*) FROM {table} WHERE tenant_id <> :t"), {"t": nine.tenant_id}
+            )
             assert others.scalar_one() == 0, table
     async with db.transaction(AccessContext("merchant", tenant_id=world["observer"].tenant_id)) as session:
         assert (await run_sql(session, text("SELECT count(*) FROM insights_members"))).scalar_one() == 20

@@ -16,7 +16,7 @@ from alliance.tenants.models import TenantCategory
 from tests.catalog import CANCEL, create_reward, funded_member, redeem
 from tests.catalog import earn as award
 from tests.conftest import random_phone, unique
-from tests.insights.helpers import REVERSE, days_ago, date_transactions, earn, run_refresh
+from tests.insights.helpers import REVERSE, date_transactions, days_ago, earn, run_refresh
 from tests.ledger.test_worked_example import enroll
 
 PREFERENCES = """{ merchantInsights {
@@ -35,22 +35,48 @@ async def test_redemption_preferences_by_tier_and_segment(db, settings, operator
     regular = await funded_member(shop, 1000)
     visitor = await funded_member(shop, 1000)
     await earn(shop, regular, "20")  # a purchase: `regulars` (1+ visit in a month) holds only them
-    assert (await shop.api(CREATE_SEGMENT, i={"code": "regulars", "name": "Regulars", "definition": {"minVisits": 1, "windowMonths": 1}}))["createSegment"]["userErrors"] == []
+    assert (
+        await shop.api(
+            CREATE_SEGMENT,
+            i={"code": "regulars", "name": "Regulars", "definition": {"minVisits": 1, "windowMonths": 1}},
+        )
+    )["createSegment"]["userErrors"] == []
     assert (await redeem(shop.api, tote["id"], regular, quantity=2))["userErrors"] == []
     assert (await redeem(shop.api, tote["id"], visitor))["userErrors"] == []
     cancelled = await redeem(shop.api, tote["id"], visitor)
-    result = await shop.api(CANCEL, i={"redemptionId": cancelled["redemption"]["id"], "reason": "changed mind", "idempotencyKey": unique("k")})
+    result = await shop.api(
+        CANCEL,
+        i={
+            "redemptionId": cancelled["redemption"]["id"],
+            "reason": "changed mind",
+            "idempotencyKey": unique("k"),
+        },
+    )
     assert result["cancelRedemption"]["userErrors"] == []
     await run_refresh(db, settings)
 
     seen = (await shop.api(PREFERENCES))["merchantInsights"]
     assert seen["redemptions"] == [
-        {"group": "ALL", "rewardName": "Tote bag", "rewardKind": "GOODS", "redemptions": 2, "quantity": 3, "points": 300, "members": 2}
+        {
+            "group": "ALL",
+            "rewardName": "Tote bag",
+            "rewardKind": "GOODS",
+            "redemptions": 2,
+            "quantity": 3,
+            "points": 300,
+            "members": 2,
+        }
     ]
-    assert seen["redemptionsByTier"] == [{"group": "MEMBER", "rewardName": "Tote bag", "redemptions": 2, "quantity": 3, "members": 2}]
-    assert seen["redemptionsBySegment"] == [{"group": "regulars", "rewardName": "Tote bag", "redemptions": 1, "quantity": 2, "members": 1}]
+    assert seen["redemptionsByTier"] == [
+        {"group": "MEMBER", "rewardName": "Tote bag", "redemptions": 2, "quantity": 3, "members": 2}
+    ]
+    assert seen["redemptionsBySegment"] == [
+        {"group": "regulars", "rewardName": "Tote bag", "redemptions": 1, "quantity": 2, "members": 1}
+    ]
     # In stock, and nobody took it; the sold-out coupon is not "no takers".
-    assert seen["unredeemedRewards"] == [{"rewardName": "Free alteration", "rewardKind": "SERVICE", "stock": 3}]
+    assert seen["unredeemedRewards"] == [
+        {"rewardName": "Free alteration", "rewardKind": "SERVICE", "stock": 3}
+    ]
 
 
 async def _snapshot(settings: Any) -> dict[str, list[Any]]:
@@ -75,7 +101,9 @@ async def _snapshot(settings: Any) -> dict[str, list[Any]]:
     try:
         async with engine.connect() as conn:
             return {
-                table: sorted((tuple(r) for r in await conn.execute(text(f"SELECT {columns} FROM {table}"))), key=str)
+                table: sorted(
+                    (tuple(r) for r in await conn.execute(text(f"SELECT {columns} FROM {table}"))), key=str
+                )
                 for table, columns in tables.items()
             }
     finally:
@@ -88,7 +116,14 @@ async def test_incremental_refresh_equals_a_full_rebuild(db, settings, make_merc
     phone = random_phone()
     number = await enroll(shop, phone)
     await enroll(other, phone)
-    await shop.api(CREATE_SEGMENT, i={"code": "formula", "name": "F", "definition": {"category": "formula", "minMonths": 1, "windowMonths": 2}})
+    await shop.api(
+        CREATE_SEGMENT,
+        i={
+            "code": "formula",
+            "name": "F",
+            "definition": {"category": "formula", "minMonths": 1, "windowMonths": 2},
+        },
+    )
     first, _ = await earn(shop, number, "40", "formula", ["tin"])
     await date_transactions(settings, {first: days_ago(settings, 40)})
     await run_refresh(db, settings)
@@ -113,7 +148,9 @@ async def test_incremental_refresh_equals_a_full_rebuild(db, settings, make_merc
 async def test_overlapping_runs_skip(db, settings):
     lagless = settings.model_copy(update={"insights_refresh_lag_seconds": 0})
     async with db.transaction(OPERATOR) as session:
-        await run_sql(session, text("SELECT pg_advisory_xact_lock(hashtextextended('alliance:insights:refresh', 0))"))
+        await run_sql(
+            session, text("SELECT pg_advisory_xact_lock(hashtextextended('alliance:insights:refresh', 0))")
+        )
         assert await asyncio.wait_for(refresh(db, lagless), 30) is None  # another run holds the lock
     assert await refresh(db, lagless) is not None
 
@@ -132,7 +169,9 @@ def test_the_cli_run_is_recorded_for_metrics(settings, capsys):
             async with engine.connect() as conn:
                 row = (
                     await conn.execute(
-                        text("SELECT outcome, counts FROM job_runs WHERE job = 'insights_refresh' ORDER BY id DESC LIMIT 1")
+                        text(
+                            "SELECT outcome, counts FROM job_runs WHERE job = 'insights_refresh' ORDER BY id DESC LIMIT 1"
+                        )
                     )
                 ).one()
                 return row.outcome, row.counts

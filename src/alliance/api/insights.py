@@ -196,7 +196,8 @@ class CoalitionRetention:
     redeems_elsewhere: CoalitionGroup
     redeems_only_here_or_never: CoalitionGroup
     uplift: Decimal | None = strawberry.field(
-        description="Repeat rate of members who also redeem elsewhere minus the others' (the coalition's value)."
+        description="Repeat rate of members who also redeem elsewhere minus the others'"
+        " (the coalition's value)."
     )
     suppressed: bool
 
@@ -321,7 +322,8 @@ class MerchantInsights:
         ]
 
     @strawberry.field(
-        description="Members visiting or earning significantly above their own baseline (see the README's rule)."
+        description="Members visiting or earning significantly above their own baseline"
+        " (see the README's rule)."
     )
     async def rising_members(
         self, info: Info, first: int | None = None, after: str | None = None

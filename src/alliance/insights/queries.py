@@ -139,7 +139,8 @@ async def unredeemed_rewards(session: AsyncSession, tenant_id: int, since: date)
         """SELECT w.id AS reward_id, w.name AS reward_name, w.kind AS reward_kind, w.stock, r.last_redeemed_at
              FROM rewards w
              LEFT JOIN insights_reward_redemptions r
-               ON r.tenant_id = w.tenant_id AND r.group_kind = 'all' AND r.group_key = '' AND r.reward_id = w.id
+               ON r.tenant_id = w.tenant_id AND r.group_kind = 'all' AND r.group_key = ''
+              AND r.reward_id = w.id
             WHERE w.tenant_id = :tenant AND w.status = 'active' AND (w.stock IS NULL OR w.stock > 0)
               AND (r.last_redeemed_at IS NULL OR r.last_redeemed_at < :since)
             ORDER BY w.id""",
@@ -173,13 +174,16 @@ async def coalition(session: AsyncSession, tenant_id: int, k: int) -> Sequence[R
     return await _rows(
         session,
         """SELECT g.redeems_elsewhere,
-                  CASE WHEN ok THEN c.members END AS members, CASE WHEN ok THEN c.repeat_members END AS repeat_members,
+                  CASE WHEN ok THEN c.members END AS members,
+                  CASE WHEN ok THEN c.repeat_members END AS repeat_members,
                   CASE WHEN ok THEN round(c.repeat_members::numeric / c.members, 4) END AS repeat_rate
              FROM (VALUES (true), (false)) AS g(redeems_elsewhere)
-             LEFT JOIN insights_coalition c ON c.tenant_id = :tenant AND c.redeems_elsewhere = g.redeems_elsewhere
-             CROSS JOIN LATERAL (SELECT coalesce((SELECT min(coalesce(x.members, 0)) >= greatest(:k, max(x.k))
-                                                   FROM insights_coalition x WHERE x.tenant_id = :tenant), false)
-                                 AS ok) checked
+             LEFT JOIN insights_coalition c
+               ON c.tenant_id = :tenant AND c.redeems_elsewhere = g.redeems_elsewhere
+             CROSS JOIN LATERAL (
+               SELECT coalesce((SELECT min(coalesce(x.members, 0)) >= greatest(:k, max(x.k))
+                                  FROM insights_coalition x WHERE x.tenant_id = :tenant), false) AS ok
+             ) checked
             ORDER BY g.redeems_elsewhere DESC""",
         {"tenant": tenant_id, "k": k},
     )
@@ -200,8 +204,10 @@ async def cross_categories(
         session,
         """SELECT m.month::date AS month, c.category,
                   CASE WHEN x.earned_members >= greatest(:k, x.k) THEN x.earned_members END AS earned_members,
-                  CASE WHEN x.redeemed_members >= greatest(:k, x.k) THEN x.redeemed_members END AS redeemed_members
-             FROM generate_series(CAST(:oldest AS date), CAST(:latest AS date), interval '1 month') AS m(month)
+                  CASE WHEN x.redeemed_members >= greatest(:k, x.k) THEN x.redeemed_members END
+                    AS redeemed_members
+             FROM generate_series(CAST(:oldest AS date), CAST(:latest AS date), interval '1 month')
+                    AS m(month)
              CROSS JOIN unnest(CAST(:categories AS text[])) AS c(category)
              LEFT JOIN insights_cross_categories x
                ON x.tenant_id = :tenant AND x.month = m.month::date AND x.category = c.category

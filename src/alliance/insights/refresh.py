@@ -27,7 +27,8 @@ from alliance.db.database import OPERATOR, run_sql
 _LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended('alliance:insights:refresh', 0))")
 # Backward scan of the primary key from the newest id: stops at the first old-enough posting.
 _UPTO = text(
-    "SELECT coalesce((SELECT id FROM ledger_transactions WHERE created_at <= :cutoff ORDER BY id DESC LIMIT 1), 0)"
+    "SELECT coalesce((SELECT id FROM ledger_transactions WHERE created_at <= :cutoff"
+    " ORDER BY id DESC LIMIT 1), 0)"
 )
 RECENT_DAYS = 90  # "visits in the last 90 days" on a member's profile
 BACKDATING_DAYS = 7  # an earn may be dated up to 7 days back
@@ -143,7 +144,8 @@ async def refresh(
     db: Database, settings: Settings, *, full: bool = False, now: datetime | None = None
 ) -> dict[str, int] | None:
     """Run every step in one transaction; the rows each wrote (and its milliseconds, as
-    ``<step>_ms``), or None when another run holds the lock. ``full`` forgets the summaries first and rebuilds them from the whole ledger."""
+    ``<step>_ms``), or None when another run holds the lock. ``full`` forgets the summaries first
+    and rebuilds them from the whole ledger."""
     now = now or datetime.now(UTC)
     today = now.astimezone(ZoneInfo(settings.time_zone)).date()
     async with db.transaction(OPERATOR) as session:

@@ -135,7 +135,10 @@ async def create_segment(
         raise DomainError("INVALID_CODE", "code: 2-63 of a-z, 0-9, _ and -, starting alphanumeric", "code")
     await run_sql(
         session,
-        text("SELECT pg_advisory_xact_lock(hashtextextended('customer_segments:' || CAST(CAST(:t AS bigint) AS text), 0))"),
+        text(
+            "SELECT pg_advisory_xact_lock("
+            "hashtextextended('customer_segments:' || CAST(CAST(:t AS bigint) AS text), 0))"
+        ),
         {"t": tenant_id},
     )
     if await segment_by_code(session, tenant_id, code) is not None:
