@@ -37,17 +37,17 @@ def month_start(day: date, months_back: int = 0) -> date:
 
 
 _PROFILE = """
-SELECT mb.id AS member_id, mb.member_number, p.visits, p.spend, p.points, p.first_visit,
-       p.last_visit,
+SELECT mb.id AS member_id, mb.member_number, p.visits, p.spend, p.points, p.first_visit, p.last_visit,
        CASE WHEN p.visits > 0 THEN round(p.spend / p.visits, 2) END AS average_spend,
        (SELECT coalesce(sum(d.visits), 0) FROM insights_member_recent_days d
          WHERE d.tenant_id = p.tenant_id AND d.member_id = p.member_id AND d.day > CAST(:today AS date) - 90)
          AS visits_90
-  FROM insights_members p
+  FROM {source} p
   JOIN members mb ON mb.id = p.member_id
- WHERE p.tenant_id = :tenant
-   AND EXISTS (SELECT 1 FROM member_links l WHERE l.tenant_id = p.tenant_id AND l.member_id = p.member_id)
 """
+_LINKED = (
+    "EXISTS (SELECT 1 FROM member_links l WHERE l.tenant_id = p.tenant_id AND l.member_id = p.member_id)"
+)
 
 
 async def member_profile(
@@ -55,7 +55,8 @@ async def member_profile(
 ) -> Row[Any] | None:
     rows = await _rows(
         session,
-        _PROFILE + " AND mb.member_number = :number",
+        _PROFILE.format(source="insights_members")
+        + f" WHERE p.tenant_id = :tenant AND mb.member_number = :number AND {_LINKED}",
         {"tenant": tenant_id, "number": member_number, "today": today},
     )
     return rows[0] if rows else None
@@ -64,9 +65,14 @@ async def member_profile(
 async def member_profiles(
     session: AsyncSession, tenant_id: int, after_member: int | None, limit: int, today: date
 ) -> Sequence[Row[Any]]:
+    """A page of profiles: the page is cut from the summary first, then its members are looked up."""
+    page = (
+        "(SELECT * FROM insights_members p WHERE p.tenant_id = :tenant AND p.member_id > :after"
+        f" AND {_LINKED} ORDER BY p.member_id LIMIT :limit)"
+    )
     return await _rows(
         session,
-        _PROFILE + " AND p.member_id > :after ORDER BY p.member_id LIMIT :limit",
+        _PROFILE.format(source=page) + " ORDER BY p.member_id",
         {"tenant": tenant_id, "after": after_member or 0, "limit": limit, "today": today},
     )
 
@@ -108,10 +114,11 @@ async def segment_members(
 ) -> Sequence[Row[Any]]:
     return await _rows(
         session,
-        """SELECT s.member_id, mb.member_number, s.since FROM customer_segment_members s
-             JOIN members mb ON mb.id = s.member_id
-            WHERE s.tenant_id = :tenant AND s.segment_id = :segment AND s.member_id > :after
-            ORDER BY s.member_id LIMIT :limit""",
+        """SELECT s.member_id, mb.member_number, s.since
+             FROM (SELECT * FROM customer_segment_members s
+                    WHERE s.tenant_id = :tenant AND s.segment_id = :segment AND s.member_id > :after
+                    ORDER BY s.member_id LIMIT :limit) s
+             JOIN members mb ON mb.id = s.member_id ORDER BY s.member_id""",
         {"tenant": tenant_id, "segment": segment_id, "after": after_member or 0, "limit": limit},
     )
 
@@ -153,8 +160,10 @@ async def rising_members(
 ) -> Sequence[Row[Any]]:
     return await _rows(
         session,
-        """SELECT r.*, mb.member_number FROM insights_rising r JOIN members mb ON mb.id = r.member_id
-            WHERE r.tenant_id = :tenant ORDER BY r.score DESC, r.member_id OFFSET :offset LIMIT :limit""",
+        """SELECT r.*, mb.member_number
+             FROM (SELECT * FROM insights_rising r WHERE r.tenant_id = :tenant
+                    ORDER BY r.score DESC, r.member_id OFFSET :offset LIMIT :limit) r
+             JOIN members mb ON mb.id = r.member_id ORDER BY r.score DESC, r.member_id""",
         {"tenant": tenant_id, "offset": offset, "limit": limit},
     )
 
