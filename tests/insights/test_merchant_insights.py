@@ -141,3 +141,47 @@ async def test_segment_definitions_are_validated(make_merchant):
     assert first == again and first["userErrors"] == []
     taken = (await shop.api(CREATE, i=ok | {"idempotencyKey": None}))["createSegment"]
     assert taken["userErrors"] == [{"field": "code", "code": "SEGMENT_CODE_TAKEN"}]
+
+
+SINCE = """query($c: String!) { merchantInsights { segment(code: $c) { status memberCount
+  members(first: 5) { edges { node { memberNumber since } } } } } }"""
+ARCHIVE = """mutation($i: ArchiveSegmentInput!) { archiveSegment(input: $i) {
+  segment { status } userErrors { code } } }"""
+
+
+async def test_members_who_stay_keep_their_since_and_archiving_empties_a_segment(settings, db, make_merchant):
+    shop = await make_merchant()
+    number = await enroll(shop, random_phone())
+    await earn(shop, number, "25")
+    definition = {"minVisits": 1, "windowMonths": 1}
+    assert (await shop.api(CREATE, i={"code": "visitors", "name": "Visitors", "definition": definition}))[
+        "createSegment"
+    ]["userErrors"] == []
+    await run_refresh(db, settings)
+    first = (await shop.api(SINCE, c="visitors"))["merchantInsights"]["segment"]
+    assert first["memberCount"] == 1
+    await earn(shop, number, "5")
+    await run_refresh(db, settings)
+    again = (await shop.api(SINCE, c="visitors"))["merchantInsights"]["segment"]
+    assert again["members"] == first["members"]  # same member, same since
+
+    archived = (await shop.api(ARCHIVE, i={"code": "visitors"}))["archiveSegment"]
+    assert archived == {"segment": {"status": "ARCHIVED"}, "userErrors": []}
+    await run_refresh(db, settings)
+    gone = (await shop.api(SINCE, c="visitors"))["merchantInsights"]["segment"]
+    assert (gone["status"], gone["memberCount"], gone["members"]["edges"]) == ("ARCHIVED", 0, [])
+
+
+async def test_who_may_ask(operator, make_merchant, db, http):
+    from tests.conftest import Api, client_token, new_client
+
+    shop = await make_merchant()
+    errors = await operator.errors("{ merchantInsights { retention { members } } }")
+    assert errors[0]["extensions"]["code"] == "TENANT_REQUIRED"
+    assert (
+        await operator(f'{{ merchantInsights(tenantCode: "{shop.code}") {{ retention {{ members }} }} }}')
+    )["merchantInsights"] == {"retention": []}
+    client_id, secret = await new_client(db, "merchant", shop.tenant_id, ["tenants:read"])
+    narrow = Api(http, await client_token(http, client_id, secret))
+    errors = await narrow.errors("{ merchantInsights { retention { members } } }")
+    assert errors[0]["extensions"]["code"] == "FORBIDDEN"
