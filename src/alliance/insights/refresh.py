@@ -38,12 +38,14 @@ CROSS_MERCHANT_MONTHS = 13  # months of cross-merchant counts kept up to date (1
 @dataclass
 class RefreshContext:
     """What one run knows: the settings, the business day it runs for, the newest posting it folds
-    in, and the months whose postings changed (for steps keyed by month)."""
+    in, the months whose postings changed (for steps keyed by month), and whether this is a full
+    rebuild (a step with summaries of its own forgets them first)."""
 
     settings: Settings
     today: date
     upto: int
     touched_months: list[date] = field(default_factory=list)
+    full: bool = False
 
 
 Step = Callable[[AsyncSession, RefreshContext], Awaitable[int]]
@@ -163,7 +165,7 @@ async def refresh(
                 {"tz": settings.time_zone, "upto": upto},
             )
         ).scalar_one()
-        context = RefreshContext(settings, today, upto, list(touched or []))
+        context = RefreshContext(settings, today, upto, list(touched or []), full)
         counts: dict[str, int] = {}
         for step in REFRESH_STEPS:
             started = time.perf_counter()
