@@ -52,27 +52,21 @@ async def time_operator_refresh(db: Database, incremental_tail: int = 10_000) ->
     engine = db.owner_engine()
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE insight_refresh_state SET last_transaction_id = 0, horizon_transaction_id ="
-                    " greatest((SELECT max(id) FROM ledger_transactions) - :tail, 0) WHERE name = 'operator'"
-                ),
-                {"tail": incremental_tail},
-            )
+            rewind = "UPDATE insight_refresh_state SET last_transaction_id = 0 WHERE name = 'operator'"
+            await conn.execute(text(rewind))
+            newest = (await conn.execute(text("SELECT coalesce(max(id), 0) FROM ledger_transactions"))).one()
+            newest = int(newest[0])
     finally:
         await engine.dispose()
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    async with db.transaction(OPERATOR) as session:
-        await run_sql(
-            session, text("SELECT * FROM insights_refresh_operator(:tz)"), {"tz": db.settings.time_zone}
-        )
+    await operator.refresh_operator_insights(db, max(newest - incremental_tail, 0))
     timings["from scratch"] = time.perf_counter() - started
     started = time.perf_counter()
-    await operator.refresh_operator_insights(db)
+    await operator.refresh_operator_insights(db, newest)
     timings[f"incremental ({incremental_tail:,} transactions)"] = time.perf_counter() - started
     started = time.perf_counter()
-    await operator.refresh_operator_insights(db)
+    await operator.refresh_operator_insights(db, newest)
     timings["nothing new (liability only)"] = time.perf_counter() - started
     return timings
 

@@ -124,9 +124,13 @@ def test_production_shape():
     assert gateway["securityContext"]["runAsNonRoot"] is True
     assert container["image"].startswith("registry.example.com/alliance:")
     jobs = {name: d for (kind, name), d in docs.items() if kind == "CronJob"}
-    assert {"alliance-settle", "alliance-expire", "alliance-birthdays", "alliance-tiers-evaluate"} <= set(
-        jobs
-    )
+    assert {
+        "alliance-settle",
+        "alliance-expire",
+        "alliance-birthdays",
+        "alliance-tiers-evaluate",
+        "alliance-insights-refresh",
+    } <= set(jobs)
     assert all(job["spec"]["concurrencyPolicy"] == "Forbid" for job in jobs.values())
     assert docs[("Cluster", "alliance-db")]["spec"]["instances"] == 3
     assert not any(kind == "Secret" for kind, _ in docs), "secrets are referenced, never in the manifests"

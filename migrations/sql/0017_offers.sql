@@ -88,9 +88,15 @@ $$;
 
 -- The summary requests read: re-measured on each refresh while an offer runs and for 30 days
 -- after its window closes (returns reverse earns, late POS uploads are backdated), then frozen.
--- Run by `alliance insights refresh` as the owner; answers how many offers it measured.
+-- Run by `alliance insights refresh` (the application role in the operator context; the
+-- function writes as the owner); answers how many offers it measured.
 CREATE FUNCTION refresh_offer_results(p_at timestamptz DEFAULT now())
-RETURNS int LANGUAGE sql VOLATILE SET search_path = public AS $$
+RETURNS int LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public AS $$
+DECLARE v_measured int;
+BEGIN
+  IF alliance_role() IS DISTINCT FROM 'operator' AND session_user <> current_user THEN
+    RAISE EXCEPTION 'offer results are refreshed in the operator context' USING ERRCODE = '42501';
+  END IF;
   WITH due AS (
     SELECT array_agg(o.id) AS ids
     FROM offers o LEFT JOIN offer_results r ON r.offer_id = o.id
@@ -109,5 +115,6 @@ RETURNS int LANGUAGE sql VOLATILE SET search_path = public AS $$
       spend_in_window = excluded.spend_in_window, spend_in_baseline = excluded.spend_in_baseline,
       points_cost = excluded.points_cost, refreshed_at = excluded.refreshed_at
     RETURNING 1)
-  SELECT count(*)::int FROM measured
-$$;
+  SELECT count(*)::int INTO v_measured FROM measured;
+  RETURN v_measured;
+END $$;

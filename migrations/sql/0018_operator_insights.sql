@@ -9,7 +9,6 @@ SET LOCAL check_function_bodies = false;
 CREATE TABLE insight_refresh_state (
   name text PRIMARY KEY,
   last_transaction_id bigint NOT NULL DEFAULT 0,  -- folded up to here
-  horizon_transaction_id bigint NOT NULL DEFAULT 0,  -- safe to fold up to here
   time_zone text,
   refreshed_at timestamptz
 );
@@ -91,24 +90,6 @@ CREATE TABLE insight_liability (
 CREATE UNIQUE INDEX insight_liability_key ON insight_liability
   (asset, issuer_tenant_id, expiry_day) NULLS NOT DISTINCT;
 
--- The watermark a refresh may fold up to: every transaction with a lower id has committed or
--- rolled back. A SHARE lock waits for the writers in flight (identity values are taken before
--- commit, so a lower id may commit after a higher one) and is released at once: the caller runs
--- this in a transaction of its own, before insights_refresh_operator. Writers pause for as long
--- as the slowest one in flight (at most lock_timeout, then the refresh gives up and the next
--- run retries). A refresh in progress makes it give up at once, before touching the ledger lock.
-CREATE FUNCTION insights_operator_horizon()
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET lock_timeout = '1s' AS $$
-DECLARE v_horizon bigint;
-BEGIN
-  IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
-  PERFORM 1 FROM insight_refresh_state WHERE name = 'operator' FOR UPDATE NOWAIT;
-  LOCK TABLE ledger_transactions IN SHARE MODE;
-  v_horizon := coalesce((SELECT max(id) FROM ledger_transactions), 0);
-  UPDATE insight_refresh_state SET horizon_transaction_id = v_horizon WHERE name = 'operator';
-  RETURN v_horizon;
-END $$;
-
 -- Flows and latency of the transactions with ids in (p_after, p_upto].
 CREATE FUNCTION insight_flow_delta(p_after bigint, p_upto bigint, p_time_zone text)
 RETURNS TABLE (asset text, day date, issuer_tenant_id bigint, redeemer_tenant_id bigint, issued bigint,
@@ -170,10 +151,10 @@ LANGUAGE sql STABLE AS $$
   HAVING sum(points) <> 0
 $$;
 
--- The operator's refresh: fold the transactions after the watermark up to the horizon that
--- insights_operator_horizon() recorded (in an earlier transaction), then recompute liability.
+-- The operator's refresh: fold the transactions after the watermark up to p_upto (the horizon
+-- `alliance insights refresh` chose: no lower id can still commit), then recompute liability.
 -- A change of time zone rebuilds the buckets from the start.
-CREATE FUNCTION insights_refresh_operator(p_time_zone text)
+CREATE FUNCTION insights_refresh_operator(p_time_zone text, p_upto bigint)
 RETURNS TABLE (folded_from bigint, folded_to bigint, flow_rows bigint, liability_rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
@@ -185,7 +166,7 @@ DECLARE
 BEGIN
   IF alliance_role() <> 'operator' THEN RAISE EXCEPTION 'FORBIDDEN' USING ERRCODE = 'P0001'; END IF;
   SELECT * INTO STRICT v_state FROM insight_refresh_state WHERE name = 'operator' FOR UPDATE;
-  v_upto := v_state.horizon_transaction_id;
+  v_upto := p_upto;
   v_from := CASE WHEN v_state.time_zone IS DISTINCT FROM p_time_zone THEN 0 ELSE v_state.last_transaction_id END;
   IF v_from = 0 THEN
     DELETE FROM insight_point_flows;

@@ -131,6 +131,7 @@ def upgrade() -> None:
         "earning_member_segments(bigint, text[])",
         "offers_cancel_scheduled_rule(text)",
         "offer_measure(bigint[], timestamptz)",
+        "refresh_offer_results(timestamptz)",
     ):
         op.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {app_role}")
 

@@ -34,10 +34,9 @@ TABLES = (
 FUNCTIONS = (
     "insight_merchant_health(text, date, date, timestamptz, timestamptz, text)",
     "insight_flow_pairs(text, text, date, date, text, boolean, text)",
-    "insights_refresh_operator(text)",
+    "insights_refresh_operator(text, bigint)",
     "insight_latency_delta(bigint, bigint)",
     "insight_flow_delta(bigint, bigint, text)",
-    "insights_operator_horizon()",
 )
 
 

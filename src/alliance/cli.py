@@ -322,6 +322,23 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_insights_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    """Fold new postings into the insight summaries (CronJob; overlapping runs skip)."""
+    from alliance.insights.refresh import refresh
+
+    async def run(db: Database, job: JobRun) -> dict[str, int] | None:
+        counts = await refresh(db, settings, full=args.full)
+        job.counts = counts if counts is not None else {"skipped": 1}
+        return counts
+
+    counts = _run_job(settings, "insights_refresh", run)
+    if counts is None:
+        print("another insights refresh is running; nothing done")
+    else:
+        print("insights refreshed: " + ", ".join(f"{name} {rows}" for name, rows in counts.items()))
+    return 0
+
+
 def cmd_birthdays(args: argparse.Namespace, settings: Settings) -> int:
     """Grant birthday gift packs (daily CronJob; running it twice grants once)."""
     from alliance.earning.jobs import BirthdayRun, grant_birthday_gifts
@@ -468,6 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("birthdays", help="grant this month's birthday gift packs").set_defaults(
         handler=cmd_birthdays
     )
+
+    insights = commands.add_parser("insights", help="merchant insights").add_subparsers(
+        dest="insights_command", required=True
+    )
+    insights_refresh = insights.add_parser("refresh", help="bring the insight summaries up to date")
+    insights_refresh.add_argument("--full", action="store_true", help="rebuild from the whole ledger")
+    insights_refresh.set_defaults(handler=cmd_insights_refresh)
 
     webhooks = commands.add_parser("webhooks", help="merchant webhooks").add_subparsers(
         dest="webhooks_command", required=True

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     access_log: bool = True  # one JSON line per request
 
+    # Insights (see "Insights" in the README). No cross-merchant or coalition figure is shown
+    # that was computed from fewer than `insights_k_anonymity` members.
+    insights_k_anonymity: int = Field(default=10, ge=2, le=1000)
+    insights_rising_recent_weeks: int = Field(default=4, ge=1, le=26)
+    insights_rising_baseline_weeks: int = Field(default=12, ge=1, le=104)
+    insights_rising_min_count: int = Field(default=3, ge=1, le=100)
+    # The refresh leaves out postings younger than this: an id drawn by a transaction that has not
+    # committed yet must not fall behind the watermark.
+    insights_refresh_lag_seconds: int = Field(default=30, ge=0, le=3600)
+
     pool_size: int = 20
     time_zone: str = "Asia/Shanghai"
 

@@ -1,8 +1,8 @@
 """Runs of the scheduled jobs, recorded in PostgreSQL.
 
-The jobs (``alliance settle``, ``expire``, ``birthdays``, ``tiers evaluate``, ``ledger verify``)
-run as Kubernetes CronJobs, each in a pod that exits when it is done: a metric kept in that
-process would leave with it. So every run is a ``job_runs`` row — inserted when it starts,
+The jobs (``alliance settle``, ``expire``, ``birthdays``, ``tiers evaluate``, ``ledger verify``,
+``insights refresh``) run as Kubernetes CronJobs, each in a pod that exits when it is done: a
+metric kept in that process would leave with it. So every run is a ``job_runs`` row — inserted when it starts,
 finished with its outcome and counts — and the gateway's /metrics reads the latest ones at
 scrape time (`latest_runs`).
 """
@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from alliance.db import Database
 from alliance.db.database import OPERATOR, run_sql
 
-JOBS = ("settle", "expire", "birthdays", "tiers_evaluate", "ledger_verify")
+JOBS = ("settle", "expire", "birthdays", "tiers_evaluate", "ledger_verify", "insights_refresh")
 _START = text("INSERT INTO job_runs (job) VALUES (:job) RETURNING id")
 _FINISH = text(
     "UPDATE job_runs SET finished_at = clock_timestamp(), outcome = :outcome, counts = CAST(:counts AS jsonb)"

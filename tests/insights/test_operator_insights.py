@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from alliance.db.database import OPERATOR, AccessContext, run_sql
 from alliance.insights.operator import liability, refresh_operator_insights
+from alliance.insights.refresh import fold_horizon, refresh
 from alliance.settlement.service import expire_lots
 from alliance.tenants.models import TenantCategory
 from tests.conftest import random_phone, unique
@@ -50,6 +51,14 @@ BREAKAGE = """query($f: Date!, $t: Date!, $a: String!) { breakage(from: $f, to: 
   issuerCode points } }"""
 
 ZONE = ZoneInfo("Asia/Shanghai")
+
+
+async def refresh_operator(db):
+    """Fold everything posted so far (the tests post nothing concurrently: no lag needed)."""
+    lagless = db.settings.model_copy(update={"insights_refresh_lag_seconds": 0})
+    async with db.transaction(OPERATOR) as session:
+        upto = await fold_horizon(session, lagless, datetime.now(UTC))
+    return await refresh_operator_insights(db, upto)
 
 
 async def private_asset(settings, expiry: str = "months_after_issue", months: int | None = 12) -> str:
@@ -152,7 +161,7 @@ async def test_flows_are_the_numbers_of_settlement_and_breakage(settings, db, op
 
     month = date(2021, 3, 1)
     await backdate_member_transactions(settings, number, datetime(2021, 3, 14, 4, tzinfo=UTC))
-    await refresh_operator_insights(db)
+    await refresh_operator(db)
 
     span = {"f": "2021-03-01", "t": "2021-04-01", "a": asset}
     batch = (await operator(RUN, i={"asset": asset, "periodStart": month.isoformat()}))["runSettlement"]
@@ -279,7 +288,7 @@ async def test_liability_by_issuer_and_expiry_month_with_expected_breakage(
     ):
         ref = await earn(merchant, member, points, asset)
         await set_lot(settings, ref, "expires_at", datetime(month.year, month.month, 11, tzinfo=ZONE))
-    await refresh_operator_insights(db)
+    await refresh_operator(db)
 
     # With a history threshold of 1000 points the shop has a rate of its own (400 / 1000); the
     # cafe (100 points of history) gets the alliance's (400 / 1100). Each cell rounds to points:
@@ -349,9 +358,9 @@ async def test_redemption_latency_is_weighted_by_points_and_net_of_refunds(
     for points, age in ((100, 40), (100, 20), (150, 5)):  # consumed in this order (soonest expiry first)
         ref = await earn(shop, number, points, asset)
         await set_lot(settings, ref, "issued_at", now - timedelta(days=age, hours=1))
-    await refresh_operator_insights(db)
+    await refresh_operator(db)
     stay = await redeem(hotel, number, 350, asset)
-    await refresh_operator_insights(db)  # folds only the redemption
+    await refresh_operator(db)  # folds only the redemption
 
     span = {
         "f": (now - timedelta(days=60)).date().isoformat(),
@@ -374,7 +383,7 @@ async def test_redemption_latency_is_weighted_by_points_and_net_of_refunds(
         REVERSE, i={"transactionId": stay, "reason": "refund", "points": 150, "idempotencyKey": unique("k")}
     )
     assert refund["reverseTransaction"]["userErrors"] == []
-    await refresh_operator_insights(db)
+    await refresh_operator(db)
     expected = {"medianDays": 20, "p90Days": 40, "points": 200}
     assert await latency() == {shop.code: (expected, none), hotel.code: (none, expected)}
 
@@ -444,7 +453,7 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
     number = await enroll(merchant, random_phone())
     await earn(merchant, number, 120, asset)
     await redeem(merchant, number, 20, asset)
-    await refresh_operator_insights(db)
+    await refresh_operator(db)
 
     for field, query in QUERIES.items():
         errors = await merchant.api.errors(query)
@@ -477,8 +486,7 @@ async def test_the_summaries_are_the_operators_alone(settings, db, operator, mak
                     table,
                 )
         for call in (
-            "SELECT insights_operator_horizon()",
-            "SELECT * FROM insights_refresh_operator('UTC')",
+            "SELECT * FROM insights_refresh_operator('UTC', 0)",
             "SELECT * FROM insight_flow_pairs('POINTS', 'month', '2020-01-01', '2030-01-01', 'merchant', true, NULL)",
             "SELECT * FROM insight_merchant_health('POINTS', '2020-01-01', '2030-01-01', now(), now(), NULL)",
         ):
@@ -503,23 +511,26 @@ async def test_a_flow_report_reads_at_most_forty_periods(operator):
         assert errors[0]["extensions"]["code"] == "INVALID_PERIOD", period
 
 
-async def test_the_refresh_waits_for_postings_in_flight_and_never_skips_one(settings, db):
-    """Identity values are taken before commit: a posting in flight may commit a lower id after a
-    higher one is visible. The horizon waits for writers in flight (at most a second, then the
-    refresh gives up and the next run retries) rather than fold past an id still to come."""
-    from sqlalchemy.ext.asyncio import create_async_engine
+async def test_the_refresh_leaves_postings_younger_than_the_lag_to_the_next_run(settings, db, make_merchant):
+    """Identity values are drawn before commit: a lower id may still commit after a higher one is
+    visible. `alliance insights refresh` folds only postings older than the lag (nothing drawn
+    that long ago is still in flight), so no refresh waits for or blocks the postings."""
+    asset = await private_asset(settings)
+    shop = await make_merchant(TenantCategory.SUPERMARKET)
+    number = await enroll(shop, random_phone())
+    await earn(shop, number, 100, asset)
+    async with db.transaction(OPERATOR) as session:
+        newest = (await run_sql(session, text("SELECT max(id) FROM ledger_transactions"))).scalar_one()
 
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.connect() as writer:
-            await writer.begin()
-            await writer.execute(
-                text("LOCK TABLE ledger_transactions IN ROW EXCLUSIVE MODE")
-            )  # a posting in flight
-            with pytest.raises(DBAPIError, match="lock timeout"):
-                await refresh_operator_insights(db)
-            await writer.rollback()
-    finally:
-        await engine.dispose()
-    refreshed = await refresh_operator_insights(db)
-    assert refreshed.folded_to >= refreshed.folded_from
+    async def folded_to() -> int:
+        async with db.transaction(OPERATOR) as session:
+            return (
+                await run_sql(
+                    session, text("SELECT last_transaction_id FROM insight_refresh_state WHERE name = 'operator'")
+                )
+            ).scalar_one()
+
+    assert await refresh(db, settings.model_copy(update={"insights_refresh_lag_seconds": 3600})) is not None
+    assert await folded_to() < newest, "a posting younger than the lag waits for the next run"
+    assert await refresh(db, settings.model_copy(update={"insights_refresh_lag_seconds": 0})) is not None
+    assert await folded_to() >= newest

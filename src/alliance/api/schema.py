@@ -24,6 +24,7 @@ from alliance.api.cost import QueryCost
 from alliance.api.earning import EarningMutations, EarningQueries, EarningRuleNode
 from alliance.api.errors import StableErrors
 from alliance.api.flows import FlowQueries
+from alliance.api.insights import InsightsMutations, InsightsQueries
 from alliance.api.ledger import (
     BIG_INT_SCALAR,
     AdjustPointsPayload,
@@ -71,6 +72,7 @@ Query = merge_types(
         AllianceInsightQueries,
         WebhookQueries,
         OfferQueries,
+        InsightsQueries,
     ),
 )
 Mutation = merge_types(
@@ -86,6 +88,7 @@ Mutation = merge_types(
         ApiClientMutations,
         WebhookMutations,
         OfferMutations,
+        InsightsMutations,
     ),
 )
 Subscription = merge_types("Subscription", (BalanceSubscriptions,))

@@ -27,6 +27,7 @@ TIERS_READ = "tiers:read"
 TIERS_WRITE = "tiers:write"
 CLIENTS_MANAGE = "clients:manage"  # list, create, rotate and revoke API clients
 WEBHOOKS_MANAGE = "webhooks:manage"
+INSIGHTS_READ = "insights:read"  # merchant insights (own members), the operator's views
 
 ALL_SCOPES = frozenset(
     {
@@ -47,6 +48,7 @@ ALL_SCOPES = frozenset(
         TIERS_WRITE,
         CLIENTS_MANAGE,
         WEBHOOKS_MANAGE,
+        INSIGHTS_READ,
     }
 )
 DEFAULT_SCOPES: dict[str, frozenset[str]] = {

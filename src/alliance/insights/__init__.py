@@ -1,1 +1,2 @@
-"""Insights: what the ledger teaches merchants and the operator, served from summary tables."""
+"""Insights: what the ledger teaches merchants and the operator, served from summary tables that
+`alliance insights refresh` keeps current (incrementally), read by requests, privacy-safe."""

@@ -47,19 +47,18 @@ class OperatorRefresh:
     liability_rows: int
 
 
-async def refresh_operator_insights(db: Database) -> OperatorRefresh:
-    """Fold new ledger transactions into the flow and latency summaries and recompute liability.
+async def refresh_operator_insights(db: Database, upto: int) -> OperatorRefresh:
+    """Fold the ledger transactions after the watermark, up to ``upto``, into the flow and latency
+    summaries and recompute liability.
 
-    Two transactions: the first only waits for the postings in flight and records the highest
-    id (no lower id can commit later), the second folds up to it. Safe to run beside traffic and
-    beside itself (the second takes the state row FOR UPDATE); the integrator's
-    ``alliance insights refresh`` calls this."""
-    async with db.transaction(OPERATOR) as session:
-        await run_sql(session, text("SELECT insights_operator_horizon()"))
+    ``upto`` is the horizon `alliance insights refresh` chose (`fold_horizon`: no lower id can
+    still commit). Safe beside traffic and beside itself (the state row is taken FOR UPDATE)."""
     async with db.transaction(OPERATOR) as session:
         row = (
             await run_sql(
-                session, text("SELECT * FROM insights_refresh_operator(:tz)"), {"tz": db.settings.time_zone}
+                session,
+                text("SELECT * FROM insights_refresh_operator(:tz, :upto)"),
+                {"tz": db.settings.time_zone, "upto": upto},
             )
         ).one()
     return OperatorRefresh(row.folded_from, row.folded_to, row.flow_rows, row.liability_rows)
