@@ -60,3 +60,18 @@ async def test_demo_seeds_twice_and_its_market_day_rule_works(db, http, app):
     )
     names = {edge["node"]["name"] for edge in catalog["rewards"]["edges"]}
     assert {"Room upgrade", "Basic maintenance (worth 500 CNY)", "5 L peanut oil"} <= names
+
+
+async def test_the_demo_shows_insights_from_its_history(db, http):
+    """A newcomer's demo is not empty: the history is folded into the insights and the
+    supermarket's starter segment has its regulars."""
+    await seed_demo(db)
+    mart = next(c for c in await seed_demo(db) if c.tenant == "sunrise-mart")
+    api = Api(http, await client_token(http, mart.client_id, mart.client_secret))
+    answer = await api(
+        "{ merchantInsights { segments { code memberCount } members(first: 5) { edges { node { visits } } } } }"
+    )
+    insights = answer["merchantInsights"]
+    (regulars,) = [s for s in insights["segments"] if s["code"] == "regulars"]
+    assert regulars["memberCount"] >= 1
+    assert any(edge["node"]["visits"] >= 2 for edge in insights["members"]["edges"])

@@ -22,6 +22,8 @@ from alliance.db import AccessContext, Database
 from alliance.db.database import OPERATOR
 from alliance.demo_history import ensure_demo_terms, seed_history
 from alliance.earning.service import define_rule, forget_cached_rules, list_rules
+from alliance.insights.refresh import refresh as refresh_insights
+from alliance.insights.segments import SegmentDefinition, create_segment, segment_by_code
 from alliance.members.models import Member
 from alliance.members.service import enroll_member
 from alliance.tenants.models import TenantCategory
@@ -147,7 +149,25 @@ async def seed_demo(db: Database) -> list[DemoCredential]:
         [member.member_number for member in await demo_members(db)],
         db.settings.time_zone,
     )
+    await _ensure_segments(db, tenant_ids)
+    # Insights from the demo history (nothing is in flight while the demo seeds: no lag needed).
+    await refresh_insights(db, db.settings.model_copy(update={"insights_refresh_lag_seconds": 0}))
     return credentials
+
+
+# A segment a merchant would start with: members who came back at least twice in two months.
+DEMO_SEGMENTS: dict[str, list[tuple[str, str, SegmentDefinition]]] = {
+    "sunrise-mart": [("regulars", "Regulars", SegmentDefinition(window_months=2, min_visits=2))],
+}
+
+
+async def _ensure_segments(db: Database, tenant_ids: dict[str, int]) -> None:
+    for tenant_code, segments in DEMO_SEGMENTS.items():
+        tenant_id = tenant_ids[tenant_code]
+        async with db.transaction(AccessContext("merchant", tenant_id=tenant_id)) as session:
+            for code, name, definition in segments:
+                if await segment_by_code(session, tenant_id, code) is None:
+                    await create_segment(session, tenant_id, code, name, definition)
 
 
 # The supermarket's levers: 1 point per CNY, double points on the county town's market day
