@@ -6,14 +6,15 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from alliance.db import Database
-from alliance.insights.operator import refresh_operator_insights
+from alliance.insights.refresh import refresh
 from tests.web.conftest import run_async, screenshot
 
 
 async def _refresh(settings) -> None:
+    """`alliance insights refresh`, folding everything posted so far."""
     db = Database(settings.database_url, settings)
     try:
-        await refresh_operator_insights(db)
+        await refresh(db, settings.model_copy(update={"insights_refresh_lag_seconds": 0}))
     finally:
         await db.close()
 
