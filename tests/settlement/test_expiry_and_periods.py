@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -176,7 +177,9 @@ async def test_closed_period_refuses_backdating_and_reversal_lands_in_the_open_p
 
     # GREEN points, so closing a period does not constrain other tests' POINTS terms. The closed
     # period is [20 days ago, 2 days ago) so that a backdated earn (≤ 7 days) can aim into it.
-    today = datetime.now(UTC).date()
+    # Days are the alliance's (settlement periods are dates in its zone), not UTC's: between
+    # 16:00 and 24:00 UTC, Shanghai is already on the next day.
+    today = datetime.now(ZoneInfo(settings.time_zone)).date()
     closed_start, open_start = today - timedelta(days=20), today - timedelta(days=2)
     await backdate_member_transactions(
         settings, number, datetime.combine(today - timedelta(days=10), datetime.min.time(), UTC)

@@ -1,7 +1,8 @@
 """Operator clearing: the operator sells points to issuers and buys them back from redeemers."""
 
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from tests.conftest import random_phone, unique
 from tests.ledger.test_worked_example import EARN, REDEEM, enroll
@@ -94,7 +95,7 @@ async def test_prepaid_and_postpaid_tenants_settle_against_the_operator(settings
     )
     assert redeemed["redeemPoints"]["userErrors"] == []
 
-    month = datetime.now(UTC).date().replace(day=1)
+    month = datetime.now(ZoneInfo(settings.time_zone)).date().replace(day=1)  # the alliance's month
     run = await operator(
         RUN.replace(
             "positions { party netAmount }",

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.config import Settings
+from alliance.db.calls import CallConnections
 
 AccessRole = Literal["operator", "merchant", "member", "auth"]
 
@@ -78,6 +79,7 @@ class Database:
             max_overflow=settings.pool_size,
             pool_pre_ping=False,
         )
+        self.calls = CallConnections(self.listen_dsn(), settings.pool_size)
 
     def listen_dsn(self) -> str:
         """The application role's URL for asyncpg itself: LISTEN needs a connection of its own,
@@ -108,9 +110,9 @@ class Database:
 
         The ledger's write functions carry their own caller identity and run as the owner, so
         they need no access context and no surrounding transaction. This is every posting's hot
-        path, so it speaks to the pooled connection's asyncpg driver directly (positional ``$n``
-        parameters, prepared once per connection by asyncpg) instead of compiling a SQLAlchemy
-        statement and building a result object for one value.
+        path, so it speaks asyncpg directly on connections of its own (`alliance.db.calls`:
+        positional ``$n`` parameters, prepared once per connection) instead of compiling a
+        SQLAlchemy statement and building a result object for one value.
         """
         row = await self.call_row(sql, *args)
         assert len(row) == 1, "call answers one value; use call_row for several"
@@ -118,17 +120,12 @@ class Database:
 
     async def call_row(self, sql: str, *args: Any) -> asyncpg.Record:
         """`call` for a statement that answers one row of several columns."""
-        async with self.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            try:
-                row = await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
-            except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
-                await connection.invalidate()  # a broken connection must not go back to the pool
-                raise
+        row = await self.calls.fetchrow(sql, *args)
         assert row is not None, "a call answers one row"
         return row
 
     async def close(self) -> None:
+        await self.calls.close()
         await self.engine.dispose()
 
 
