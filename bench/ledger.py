@@ -292,6 +292,43 @@ async def database_exists(server_url: URL) -> bool:
         await conn.close()
 
 
+# The settings that decide the figures: buffer misses (shared_buffers) and the WAL written by
+# full-page images after each checkpoint (wal_compression, max_wal_size, checkpoint_timeout).
+SERVER_SETTINGS = (
+    "shared_buffers",
+    "wal_compression",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "synchronous_commit",
+    "fsync",
+)
+
+
+async def server_settings(server_url: URL) -> tuple[str, dict[str, str], int]:
+    """The server's version, :data:`SERVER_SETTINGS` as it displays them, shared_buffers in bytes."""
+    conn = await asyncpg.connect(asyncpg_dsn(server_url.set(database="postgres")))
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        rows = await conn.fetch(
+            "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = ANY($1::text[])",
+            list(SERVER_SETTINGS),
+        )
+        buffers = await conn.fetchval("SELECT pg_size_bytes(current_setting('shared_buffers'))")
+    finally:
+        await conn.close()
+    found = {row["name"]: row["value"] for row in rows}
+    return version, {name: found.get(name, "?") for name in SERVER_SETTINGS}, buffers
+
+
+async def database_size(owner_url: URL) -> tuple[int, str]:
+    conn = await asyncpg.connect(asyncpg_dsn(owner_url))
+    try:
+        size = await conn.fetchval("SELECT pg_database_size(current_database())")
+        return size, await conn.fetchval("SELECT pg_size_pretty($1::bigint)", size)
+    finally:
+        await conn.close()
+
+
 async def seeded_counts(owner_url: URL) -> dict[str, int]:
     conn = await asyncpg.connect(asyncpg_dsn(owner_url))
     try:
@@ -1121,6 +1158,8 @@ def main(argv: list[str] | None = None) -> int:
     drop = [f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)', f'DROP ROLE IF EXISTS "{APP_ROLE}"']
     print(f"server: {server_url.render_as_string(hide_password=True)}  database: {DB_NAME}  role: {APP_ROLE}")
     print(f"code under test: {code_version()}; load average {load()}")
+    version, shown, shared_buffers = asyncio.run(server_settings(server_url))
+    print(f"PostgreSQL {version}: " + ", ".join(f"{name}={value}" for name, value in shown.items()))
     try:
         counts: dict[str, int] = {}
         if args.reuse and asyncio.run(database_exists(server_url)):
@@ -1141,6 +1180,13 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             asyncio.run(seed(owner_url, args.tenants, args.members, args.lots, args.consumed))
+        size, pretty = asyncio.run(database_size(owner_url))
+        print(f"bench database size: {pretty}")
+        if shared_buffers < size / 2:
+            print(
+                f"WARNING: shared_buffers={shown['shared_buffers']} is less than half the bench database "
+                f"({pretty}): figures will include buffer misses; see README (Benchmark)"
+            )
         # A guard so that a pathological plan cannot stall the run for ever (bench role only).
         timeout = (
             f"ALTER ROLE {APP_ROLE} IN DATABASE {DB_NAME} SET statement_timeout = '{args.statement_timeout}s'"
