@@ -21,7 +21,9 @@ from tests.ledger.test_worked_example import EARN, REDEEM, enroll
 
 LOT_CHECK = "lot remaining = amount + movements"
 WALLET_CHECK = "member wallet balance = sum of lot remaining"
-REFERENCE_CHECK = "ledger rows refer to existing members, tenants, stores, accounts and assets"
+REFERENCE_CHECK = (
+    "ledger rows refer to existing members, tenants, stores, accounts, assets, transactions and lots"
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +127,11 @@ async def test_reference_data_the_ledger_points_at_cannot_be_deleted_or_rekeyed(
         "DELETE FROM accounts WHERE member_id = (SELECT member_id FROM ledger_transactions WHERE id = :t)",
         "UPDATE assets SET code = 'POINTS2' WHERE code = 'POINTS' AND :t > 0",
         "TRUNCATE stores CASCADE",
+        # The ledger's own rows that entries, lots and movements point at (no foreign keys either).
+        "DELETE FROM lots WHERE transaction_id = :t",
+        "UPDATE lots SET id = DEFAULT WHERE transaction_id = :t",
+        "TRUNCATE lots CASCADE",
+        "TRUNCATE ledger_transactions CASCADE",
     ]
     for statement in refused:
         async with owner.connect() as conn:
@@ -157,6 +164,44 @@ async def test_an_entry_pointing_at_no_account_is_detected(make_merchant, db, ow
             rows = (await conn.execute(text("SELECT * FROM ledger_verify()"))).all()
             failed = {row.check_name: (row.failures, row.example) for row in rows}
             assert failed == {REFERENCE_CHECK: (2, f"entry {earn_tx}/-1")}, failed
+        finally:
+            await transaction.rollback()
+    async with db.transaction(OPERATOR) as session:
+        assert await verify_ledger(session) == []
+
+
+async def test_entries_and_movements_pointing_at_no_transaction_are_detected(make_merchant, db, owner):
+    """Entries, lots and movements refer to their transaction without a foreign key (0021)."""
+    earn_tx = await a_lot_with_points(make_merchant)
+    async with owner.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            # A balanced pair between two non-wallet accounts of a missing transaction: only the
+            # reference check can tell.
+            await conn.execute(
+                text(
+                    "INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)"
+                    " SELECT -7, a.id, t.member_id, t.asset, CASE WHEN a.n = 1 THEN 1 ELSE -1 END"
+                    " FROM ledger_transactions t, LATERAL (SELECT id, row_number() OVER (ORDER BY id) AS n"
+                    "   FROM accounts WHERE asset = t.asset AND kind = 'tenant_issuance' LIMIT 2) a"
+                    " WHERE t.id = :t"
+                ),
+                {"t": earn_tx},
+            )
+            await conn.execute(
+                text(
+                    # A point out and back in: the lot's own check still balances.
+                    "INSERT INTO lot_movements (lot_id, transaction_id, member_id, kind, points)"
+                    " SELECT l.id, m.tx, l.member_id, m.kind, m.points FROM lots l,"
+                    " (VALUES (-7, 'consume', -1), (-8, 'restore', 1)) m(tx, kind, points)"
+                    " WHERE l.transaction_id = :t"
+                ),
+                {"t": earn_tx},
+            )
+            rows = (await conn.execute(text("SELECT * FROM ledger_verify()"))).all()
+            failed = {row.check_name: (row.failures, row.example) for row in rows}
+            assert set(failed) == {REFERENCE_CHECK}, failed
+            assert failed[REFERENCE_CHECK][0] == 4, failed  # two entries, two movements
         finally:
             await transaction.rollback()
     async with db.transaction(OPERATOR) as session:
