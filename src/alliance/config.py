@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     # committed yet must not fall behind the watermark.
     insights_refresh_lag_seconds: int = Field(default=30, ge=0, le=3600)
 
-    pool_size: int = 20
+    # Connections per process, twice: this many for transactions (SQLAlchemy's pool) and this many
+    # for one-statement calls (`alliance.db.calls`); a process never opens more than 2 × pool_size.
+    pool_size: int = Field(default=20, ge=1, le=500)
     time_zone: str = "Asia/Shanghai"
 
     # Demo mode (`alliance serve --demo`): demo personas at /oauth/demo and one-click member sign-in.

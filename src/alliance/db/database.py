@@ -76,7 +76,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             self.app_url,
             pool_size=settings.pool_size,
-            max_overflow=settings.pool_size,
+            max_overflow=0,  # the other pool_size connections are the calls' (see Settings.pool_size)
             pool_pre_ping=False,
         )
         self.calls = CallConnections(self.listen_dsn(), settings.pool_size)
