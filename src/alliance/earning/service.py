@@ -435,13 +435,26 @@ async def member_segments(
     return {number: frozenset(codes) for number, codes in found.items()}
 
 
+# Cache entries one request is refilling right now. The others keep using the expired entry
+# meanwhile (a rule change takes RULES_CACHE_SECONDS to show anyway): without this, every
+# request in flight when an entry expired opened a transaction of its own to refill it — under
+# load, a burst of connections that then stayed in the pool.
+_refilling: set[int | str] = set()
+
+
 async def cached_rules(db: Database, tenant_id: int, at: datetime) -> list[Rule]:
     """`rules_in_force`, opening a transaction only when the cache must be refilled."""
     cached = _cache.get(tenant_id)
-    if cached is None or time.monotonic() - cached[0] > RULES_CACHE_SECONDS:
+    if cached is not None and (
+        time.monotonic() - cached[0] <= RULES_CACHE_SECONDS or tenant_id in _refilling
+    ):
+        return _in_force(cached[1], at)
+    _refilling.add(tenant_id)
+    try:
         async with db.transaction(AccessContext("merchant", tenant_id=tenant_id)) as session:
             return await rules_in_force(session, tenant_id, at)
-    return _in_force(cached[1], at)
+    finally:
+        _refilling.discard(tenant_id)
 
 
 def event_window_start(per: str, at: datetime, time_zone: str) -> datetime:
@@ -464,7 +477,11 @@ async def tier_variants(db: Database) -> list[MemberFacts]:
     """The facts of a member without a tier and of each tier, cached like the rules: an earn is
     planned once per tier, and the posting function applies the member's (one round trip less)."""
     global _tiers_cache
-    if _tiers_cache is None or time.monotonic() - _tiers_cache[0] > RULES_CACHE_SECONDS:
+    cached = _tiers_cache
+    if cached is not None and (time.monotonic() - cached[0] <= RULES_CACHE_SECONDS or "tiers" in _refilling):
+        return cached[1]
+    _refilling.add("tiers")
+    try:
         async with db.transaction(AccessContext("operator")) as session:
             rows = (
                 await run_sql(session, text("SELECT code, rank, earn_multiplier FROM tiers ORDER BY rank"))
@@ -476,5 +493,7 @@ async def tier_variants(db: Database) -> list[MemberFacts]:
             for row in rows
             if row.rank > 0
         ]
-        _tiers_cache = (time.monotonic(), variants)
-    return _tiers_cache[1]
+    finally:
+        _refilling.discard("tiers")
+    _tiers_cache = (time.monotonic(), variants)
+    return variants
