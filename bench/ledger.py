@@ -117,6 +117,20 @@ class Run:
     def note(self, error: str) -> None:
         self.errors[error] = self.errors.get(error, 0) + 1
 
+    def record(self, status: str, detail: Any, since: float) -> None:
+        """One op's answer: ``ok`` with its units of work, timed from ``since``; else a refusal."""
+        if status == "ok":
+            self.ok += 1
+            self.units += int(detail)
+            self.latencies.append(time.perf_counter() - since)
+        else:
+            self.refused += 1
+            self.note(f"refused: {detail}")
+
+    def record_failure(self, error: BaseException) -> None:
+        self.failed += 1
+        self.note(describe(error))
+
     def line(self) -> str:
         if self.skipped:
             return f"  {self.name:<34} SKIPPED: {self.skipped}"
@@ -241,18 +255,10 @@ async def drive(
                 status, detail = await op(rng, seq)
             except Exception as error:  # counted and reported, the run goes on
                 if run is not None:
-                    run.failed += 1
-                    run.note(describe(error))
+                    run.record_failure(error)
                 continue
-            if run is None:
-                continue
-            if status == "ok":
-                run.ok += 1
-                run.units += int(detail)
-                run.latencies.append(time.perf_counter() - started)
-            else:
-                run.refused += 1
-                run.note(f"refused: {detail}")
+            if run is not None:
+                run.record(status, detail, started)
 
     if warmup > 0:
         deadline = time.perf_counter() + warmup
@@ -294,20 +300,12 @@ async def offered(
             status, detail = await op(rng, next(counter))
         except Exception as error:  # counted and reported, the run goes on
             if record:
-                run.failed += 1
-                run.note(describe(error))
+                run.record_failure(error)
             return
         finally:
             slots.release()
-        if not record:
-            return
-        if status == "ok":
-            run.ok += 1
-            run.units += int(detail)
-            run.latencies.append(time.perf_counter() - due)
-        else:
-            run.refused += 1
-            run.note(f"refused: {detail}")
+        if record:
+            run.record(status, detail, due)
 
     tasks: list[asyncio.Task[None]] = []
     started = time.perf_counter()
