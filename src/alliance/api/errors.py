@@ -1,8 +1,11 @@
 """Every GraphQL error leaves with a stable ``extensions.code``; nothing internal leaks.
 
 Validation and parse errors keep their message (the client wrote the query); FORBIDDEN and
-domain refusals raised from queries keep theirs; anything else becomes INTERNAL_ERROR with
-a generic message, and the real exception goes to the server log only.
+domain refusals raised from queries keep theirs; a database that refuses connections (overload:
+max_connections reached, a pool with none to give, a failover under way) is SERVICE_UNAVAILABLE
+with a Retry-After, so a client backs off and retries — with its idempotency key, safely;
+anything else becomes INTERNAL_ERROR with a generic message, and the real exception goes to the
+server log only.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
+import sqlalchemy.exc
 from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
 
@@ -18,41 +23,98 @@ from alliance.errors import DomainError
 log = logging.getLogger("alliance.api")
 
 FORBIDDEN = "FORBIDDEN"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+RETRY_AFTER_SECONDS = 1
+_UNAVAILABLE = (
+    asyncpg.TooManyConnectionsError,  # max_connections, or the role's connection limit
+    asyncpg.CannotConnectNowError,  # starting up, shutting down, in recovery
+    asyncpg.ConnectionDoesNotExistError,  # dropped mid-statement (a failover)
+    ConnectionRefusedError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection free within the pool's timeout
+)
+MAX_CAUSES = 8  # how far down a chain of wrapped exceptions to look
 
 
 def forbidden(message: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": FORBIDDEN})
 
 
+INTERNAL_MESSAGE = "Internal error."
+UNAVAILABLE_MESSAGE = "the service is busy: retry in a moment with the same idempotency key"
+
+
 class StableErrors(MaskErrors):
+    """`stable_error` on every error of an operation, and Retry-After when one says to retry."""
+
     def __init__(self) -> None:
-        super().__init__(should_mask_error=lambda _: True, error_message="Internal error.")
+        super().__init__(should_mask_error=lambda _: True, error_message=INTERNAL_MESSAGE)
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if original is None:
-            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
-            return self._with_code(error, error.message, code, error.extensions)
-        if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
-            return self._with_code(error, original.message, original.extensions["code"])
-        if isinstance(original, DomainError):
-            extensions = {"code": original.code} | ({"field": original.field} if original.field else {})
-            return GraphQLError(original.message, nodes=error.nodes, path=error.path, extensions=extensions)
-        if isinstance(original, ValueError) and error.path is None:
-            return self._with_code(error, error.message, "BAD_USER_INPUT")
-        log.error("unhandled error in %s", error.path, exc_info=original)
-        return self._with_code(error, self.error_message, "INTERNAL_ERROR")
+        stable = stable_error(error)
+        if retry_after(stable) is not None:
+            response = getattr(self.execution_context.context, "response", None)
+            if response is not None:
+                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return stable
 
-    @staticmethod
-    def _with_code(
-        error: GraphQLError, message: str, code: str, extensions: dict[str, Any] | None = None
-    ) -> GraphQLError:
-        """The error with ``code``; ``extensions`` (our own errors' details) are kept."""
-        return GraphQLError(
-            message,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            extensions={**(extensions or {}), "code": code},
-        )
+
+def stable_error(error: GraphQLError) -> GraphQLError:
+    """``error`` as it may leave: with a stable code, and without anything internal."""
+    original = error.original_error
+    if original is None:
+        code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
+        return _with_code(error, error.message, code, error.extensions)
+    if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
+        return _with_code(error, original.message, original.extensions["code"])
+    if isinstance(original, DomainError):
+        extensions = {"code": original.code} | ({"field": original.field} if original.field else {})
+        return GraphQLError(original.message, nodes=error.nodes, path=error.path, extensions=extensions)
+    if isinstance(original, ValueError) and error.path is None:
+        return _with_code(error, error.message, "BAD_USER_INPUT")
+    if database_unavailable(original):
+        log.warning("database unavailable in %s: %s", error.path, original)
+        return unavailable(error)
+    log.error("unhandled error in %s", error.path, exc_info=original)
+    return _with_code(error, INTERNAL_MESSAGE, "INTERNAL_ERROR")
+
+
+def unavailable(error: GraphQLError | None = None) -> GraphQLError:
+    """SERVICE_UNAVAILABLE, at ``error``'s place in the operation if given."""
+    extensions = {"code": SERVICE_UNAVAILABLE, "retryAfterSeconds": RETRY_AFTER_SECONDS}
+    if error is None:
+        return GraphQLError(UNAVAILABLE_MESSAGE, extensions=extensions)
+    return _with_code(error, UNAVAILABLE_MESSAGE, SERVICE_UNAVAILABLE, extensions)
+
+
+def retry_after(error: GraphQLError) -> int | None:
+    """The seconds to wait before retrying, for an error that asks for a retry."""
+    if (error.extensions or {}).get("code") == SERVICE_UNAVAILABLE:
+        return RETRY_AFTER_SECONDS
+    return None
+
+
+def _with_code(
+    error: GraphQLError, message: str, code: str, extensions: dict[str, Any] | None = None
+) -> GraphQLError:
+    """The error with ``code``; ``extensions`` (our own errors' details) are kept."""
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions={**(extensions or {}), "code": code},
+    )
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error``, or what caused it (SQLAlchemy wraps the driver's exceptions), says that
+    PostgreSQL could not be reached or the pool had no connection: overload to retry, not a bug."""
+    current: BaseException | None = error
+    for _ in range(MAX_CAUSES):
+        if current is None:
+            return False
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

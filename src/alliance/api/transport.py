@@ -26,6 +26,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from alliance.api.cost import THROTTLED
+from alliance.api.errors import SERVICE_UNAVAILABLE
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 MAX_BUFFERED_BYTES = 8 * 1024 * 1024
@@ -100,7 +101,7 @@ class GraphQLOverHTTP:
                     payload = {}
                 if isinstance(payload, dict) and is_request_error(payload.get("data"), payload.get("errors")):
                     codes = {(e.get("extensions") or {}).get("code") for e in payload["errors"]}
-                    status = 429 if THROTTLED in codes else 400
+                    status = 429 if THROTTLED in codes else 503 if SERVICE_UNAVAILABLE in codes else 400
             headers += [
                 (b"content-type", GRAPHQL_RESPONSE.encode() + b"; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
