@@ -103,12 +103,20 @@ async def test_a_client_grants_no_scope_it_lacks(http, db, make_merchant):
     assert default["client"]["scopes"] == [CLIENTS_MANAGE, POINTS_EARN]
     wider = (await narrow(CREATE, i={"name": "till", "scopes": ["points:redeem"]}))["createApiClient"]
     assert wider["userErrors"] == [
-        {"field": "scopes", "code": "INVALID_SCOPE", "message": "you cannot grant what you lack: points:redeem"}
+        {
+            "field": "scopes",
+            "code": "INVALID_SCOPE",
+            "message": "you cannot grant what you lack: points:redeem",
+        }
     ]
     unknown = (await merchant.api(CREATE, i={"name": "x", "scopes": ["tenants:write"]}))["createApiClient"]
     assert unknown["userErrors"][0]["code"] == "INVALID_SCOPE"
     blank = (await merchant.api(CREATE, i={"name": "   "}))["createApiClient"]
-    assert blank["userErrors"][0] == {"field": "name", "code": "INVALID_NAME", "message": "name must be 1-200 characters"}
+    assert blank["userErrors"][0] == {
+        "field": "name",
+        "code": "INVALID_NAME",
+        "message": "name must be 1-200 characters",
+    }
 
     # A client without clients:manage cannot list or create clients at all.
     pos_id, pos_secret = await new_client(db, "merchant", merchant.tenant_id, [POINTS_EARN])
@@ -160,7 +168,9 @@ async def test_revocation_stops_new_tokens_and_refuses_live_ones(http, make_merc
     assert [edge["node"]["clientId"] for edge in listed] == [client_id]
 
 
-async def test_a_revoked_clients_tokens_are_refused_by_a_replica_after_its_reload(settings, http, make_merchant):
+async def test_a_revoked_clients_tokens_are_refused_by_a_replica_after_its_reload(
+    settings, http, make_merchant
+):
     """Another replica learns of a revocation from the database at its next reload (≤ 30 s)."""
     from alliance.api.app import create_app
 
@@ -183,7 +193,9 @@ async def test_a_revoked_clients_tokens_are_refused_by_a_replica_after_its_reloa
             assert (await Api(other, token).post(VIEWER)).status_code == 401
 
 
-async def test_a_client_cannot_revoke_itself_and_the_operator_manages_any_client(http, operator, make_merchant):
+async def test_a_client_cannot_revoke_itself_and_the_operator_manages_any_client(
+    http, operator, make_merchant
+):
     merchant = await make_merchant()
     own = (await merchant.api(REVOKE, i={"clientId": merchant.client_id}))["revokeApiClient"]
     assert own["userErrors"] == [{"field": "clientId", "code": "CANNOT_REVOKE_SELF"}]
@@ -191,9 +203,9 @@ async def test_a_client_cannot_revoke_itself_and_the_operator_manages_any_client
     made = (await operator(CREATE, i={"name": "integration", "tenantCode": merchant.code}))["createApiClient"]
     assert made["userErrors"] == [] and made["client"]["tenantCode"] == merchant.code
     assert made["client"]["role"] == "MERCHANT"
-    assert (await Api(http, await client_token(http, made["client"]["clientId"], made["clientSecret"]))(VIEWER))[
-        "viewer"
-    ]["tenant"] == {"code": merchant.code}
+    assert (
+        await Api(http, await client_token(http, made["client"]["clientId"], made["clientSecret"]))(VIEWER)
+    )["viewer"]["tenant"] == {"code": merchant.code}
     ops = (await operator(CREATE, i={"name": "second operator", "role": "OPERATOR"}))["createApiClient"]
     assert ops["client"]["tenantCode"] is None and ops["client"]["role"] == "OPERATOR"
     missing = (await operator(CREATE, i={"name": "x"}))["createApiClient"]  # a merchant client needs a tenant

@@ -3,11 +3,9 @@ driver message or a bare internal error; the retry with the same idempotency key
 
 from __future__ import annotations
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alliance.api.app import create_app
 from alliance.api.errors import RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE
 from tests.conftest import Api, random_phone, unique
 from tests.ledger.test_worked_example import EARN, enroll
@@ -23,17 +21,13 @@ async def set_connection_limit(settings, limit: int) -> None:  # type: ignore[no
 
 
 async def test_a_refused_connection_is_service_unavailable_and_the_retry_posts_once(
-    settings, make_merchant
+    settings, make_merchant, replica
 ) -> None:
     merchant = await make_merchant()
     number = await enroll(merchant, random_phone())
     earn = {"memberNumber": number, "amount": "12", "orderRef": unique("o"), "idempotencyKey": unique("k")}
     # A replica of its own: its call connections are opened on first use, after the limit is set.
-    app = create_app(settings.database_url, settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://replica.test") as http,
-    ):
+    async with replica() as http:
         api = Api(http, merchant.api.token)
         strict = {"Authorization": f"Bearer {api.token}", "Accept": "application/graphql-response+json"}
         await set_connection_limit(settings, 0)
@@ -65,17 +59,13 @@ async def test_a_refused_connection_is_service_unavailable_and_the_retry_posts_o
 
 
 async def test_a_refused_connection_inside_a_resolver_is_a_field_error_with_retry_after(
-    settings, make_merchant
+    settings, make_merchant, replica
 ) -> None:
     merchant = await make_merchant()
     number = await enroll(merchant, random_phone())
     earn = {"memberNumber": number, "amount": "7", "orderRef": unique("o"), "idempotencyKey": unique("k")}
     # Without the limiter, the resolver's posting is the first statement.
-    app = create_app(settings.database_url, settings.model_copy(update={"rate_limit_enabled": False}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://replica.test") as http,
-    ):
+    async with replica(rate_limit_enabled=False) as http:
         api = Api(http, merchant.api.token)
         await set_connection_limit(settings, 0)
         try:

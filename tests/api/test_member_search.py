@@ -24,7 +24,9 @@ async def test_a_merchant_finds_its_members_and_only_its_own(make_merchant, oper
 
     for term in (typed, e164, e164[3:], number, ref):  # any spelling of the phone, the number, the ref
         found = (await shop.api(SEARCH, s=term))["members"]["edges"]
-        assert [edge["node"] for edge in found] == [{"memberNumber": number, "phone": e164, "externalRef": ref}]
+        assert [edge["node"] for edge in found] == [
+            {"memberNumber": number, "phone": e164, "externalRef": ref}
+        ]
 
     # Another merchant's member is not found by any of its keys, nor listed.
     for term in (other_phone, other_e164, stranger, other_ref):
@@ -36,7 +38,10 @@ async def test_a_merchant_finds_its_members_and_only_its_own(make_merchant, oper
 
 async def test_member_listing_is_paged_and_search_is_bounded(make_merchant) -> None:
     shop = await make_merchant()
-    enrolled = [(await enroll(shop.api, spaced_cn_mobile()[0], unique("c")))["member"]["memberNumber"] for _ in range(3)]
+    enrolled = [
+        (await enroll(shop.api, spaced_cn_mobile()[0], unique("c")))["member"]["memberNumber"]
+        for _ in range(3)
+    ]
     first = await shop.api(SEARCH, first=2)
     assert numbers(first) == enrolled[:2] and first["members"]["pageInfo"]["hasNextPage"] is True
     rest = await shop.api(SEARCH, first=2, after=first["members"]["pageInfo"]["endCursor"])

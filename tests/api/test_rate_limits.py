@@ -4,14 +4,10 @@ is THROTTLED until it refills, and the bucket lives in PostgreSQL (shared by rep
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 
-from alliance.api.app import create_app
 from tests.catalog import member_api
 from tests.conftest import Api, client_token, new_client, random_phone
 
@@ -21,22 +17,6 @@ STORES = "{ viewer { tenant { stores(first: 20) { edges { node { code } } } } } 
 
 def cost(response: httpx.Response) -> dict[str, Any]:
     return response.json()["extensions"]["cost"]
-
-
-@pytest.fixture
-def replica(settings) -> Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]:  # type: ignore[no-untyped-def]
-    """Factory: another gateway process on the test database, with its own rate-limit settings."""
-
-    @asynccontextmanager
-    async def start(**limits: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(settings.database_url, settings.model_copy(update=limits))
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://replica.test") as http,
-        ):
-            yield http
-
-    return start
 
 
 async def operator_on(http: httpx.AsyncClient, db) -> Api:  # type: ignore[no-untyped-def]
