@@ -3,6 +3,9 @@ driver message or a bare internal error; the retry with the same idempotency key
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -80,3 +83,26 @@ async def test_a_refused_connection_inside_a_resolver_is_a_field_error_with_retr
         assert refused.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
         posted = (await api.post(EARN, {"i": earn})).json()["data"]["earnPoints"]
         assert posted["userErrors"] == [] and posted["transaction"]["points"] == 7
+
+
+async def test_a_refused_connection_looking_up_a_persisted_query_is_service_unavailable(
+    settings, make_merchant, replica
+) -> None:
+    merchant = await make_merchant()
+    query = f"query Probe{secrets.token_hex(4)} {{ viewer {{ kind }} }}"  # registered by no one yet
+    sha256 = hashlib.sha256(query.encode()).hexdigest()
+    hash_only = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256}}}
+    async with replica() as http:  # a fresh process: nothing in its persisted-query cache
+        headers = {"Authorization": f"Bearer {merchant.api.token}"}
+        await set_connection_limit(settings, 0)
+        try:
+            refused = await http.post("/graphql", json=hash_only, headers=headers)
+        finally:
+            await set_connection_limit(settings, -1)
+        assert refused.status_code == 200
+        [error] = refused.json()["errors"]
+        assert error["extensions"]["code"] == SERVICE_UNAVAILABLE
+        assert refused.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+        # The APQ protocol goes on as usual once the database answers.
+        missing = (await http.post("/graphql", json=hash_only, headers=headers)).json()
+        assert missing["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"

@@ -32,7 +32,13 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from alliance.api.context import Context, Services
-from alliance.api.errors import RETRY_AFTER_SECONDS, retry_after, stable_error
+from alliance.api.errors import (
+    RETRY_AFTER_SECONDS,
+    database_unavailable,
+    retry_after,
+    stable_error,
+    unavailable,
+)
 from alliance.api.oauth import (
     demo_endpoint,
     jwks_endpoint,
@@ -130,6 +136,12 @@ class AllianceGraphQL(GraphQL[Context, None]):
                 query = await persisted.resolve(sha256, query)
         except PersistedQueryError as error:
             return ExecutionResult(data=None, errors=[error.as_graphql_error()])
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            log.warning("database unavailable looking up a persisted query: %s", error)
+            sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return ExecutionResult(data=None, errors=[unavailable()])
         refused = refuse_mutation_over_get(
             request_adapter.method, query, request_data.operation_name, sub_response
         )
@@ -146,7 +158,13 @@ class AllianceGraphQL(GraphQL[Context, None]):
                 sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         executed = result.data is not None or any(e.path for e in result.errors or [])
         if sha256 is not None and request_data.query is not None and executed:
-            await persisted.register(sha256, request_data.query)
+            try:
+                await persisted.register(sha256, request_data.query)
+            except Exception as error:
+                if not database_unavailable(error):
+                    raise
+                # The answer is ready; a later request with the full query registers it.
+                log.warning("database unavailable registering a persisted query: %s", error)
         return result
 
 
