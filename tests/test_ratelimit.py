@@ -7,6 +7,9 @@ import time
 import uuid
 from decimal import Decimal
 
+import asyncpg
+import pytest
+
 from alliance.db import Database
 from alliance.ratelimit import LEASE_SECONDS, BucketSize, RateLimiter, lease_size
 
@@ -63,3 +66,27 @@ async def test_a_refund_settles_against_the_lease(db: Database) -> None:
     refunded = await limits.take(bucket, 60, size)  # 50 left in the lease + the 20 refunded
     assert refunded.granted and refunded.available == 1_000 - 24 + 20 - 60
     assert await bucket_row(db, bucket) == (lent, seen)
+
+
+async def test_a_lease_survives_a_take_that_fails(settings) -> None:
+    """What this process holds is not lost when the statement giving it back fails."""
+    own = Database(settings.database_url, settings.model_copy(update={"pool_size": 1}))
+    size = BucketSize(maximum=100_000, restore_rate=100)
+    limits, bucket = limiter(own, size), f"test-{uuid.uuid4()}"
+    try:
+        await limits.take(bucket, 50_000, size)
+        await limits.take(bucket, 1, size)  # 99 left in the lease
+        await asyncio.sleep(LEASE_SECONDS + 0.05)  # due to go back with the next take
+        pid = await own.call("SELECT pg_backend_pid()")
+        owner = own.owner_engine()
+        async with owner.connect() as conn:
+            await conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        await owner.dispose()
+        await asyncio.sleep(0.1)
+        with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
+            await limits.take(bucket, 1, size)
+        assert limits._leases[bucket].points == 99, "still held, to give back with the next take"
+        retried = await limits.take(bucket, 1, size)  # a new connection gives the 99 back
+        assert retried.granted and limits._leases[bucket].points == 100, "a fresh lease, the old one returned"
+    finally:
+        await own.close()

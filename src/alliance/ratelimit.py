@@ -141,6 +141,10 @@ class RateLimiter:
             self._leasing.add(bucket)
         try:
             row = await self.db.call_row(_TAKE, bucket, cost, returned, size.maximum, size.restore_rate, lend)
+        except BaseException:
+            if returned:
+                self._held(bucket).points += returned  # not given back: still this process's to return
+            raise
         finally:
             if lend:
                 self._leasing.discard(bucket)
