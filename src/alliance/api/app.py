@@ -34,8 +34,8 @@ from strawberry.types.unset import UNSET, UnsetType
 from alliance.api.context import Context, Services
 from alliance.api.errors import (
     RETRY_AFTER_SECONDS,
+    asks_to_retry,
     database_unavailable,
-    retry_after,
     stable_error,
     unavailable,
 )
@@ -154,7 +154,7 @@ class AllianceGraphQL(GraphQL[Context, None]):
             # An exception raised by an extension's hook (the rate limiter's take, say) is turned
             # into an error outside the operation, where StableErrors does not see it.
             result.errors = [stable_error(e) if e.original_error is not None else e for e in result.errors]
-            if any(retry_after(e) is not None for e in result.errors):
+            if any(asks_to_retry(e) for e in result.errors):
                 sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         executed = result.data is not None or any(e.path for e in result.errors or [])
         if sha256 is not None and request_data.query is not None and executed:

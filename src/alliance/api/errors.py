@@ -44,18 +44,14 @@ UNAVAILABLE_MESSAGE = "the service is busy: retry in a moment with the same idem
 
 
 class StableErrors(MaskErrors):
-    """`stable_error` on every error of an operation, and Retry-After when one says to retry."""
+    """`stable_error` on every error of an operation (the Retry-After of SERVICE_UNAVAILABLE is
+    set where the HTTP answer is shaped: `alliance.api.app.AllianceGraphQL.execute_single`)."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=lambda _: True, error_message=INTERNAL_MESSAGE)
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        stable = stable_error(error)
-        if retry_after(stable) is not None:
-            response = getattr(self.execution_context.context, "response", None)
-            if response is not None:
-                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return stable
+        return stable_error(error)
 
 
 def stable_error(error: GraphQLError) -> GraphQLError:
@@ -86,11 +82,9 @@ def unavailable(error: GraphQLError | None = None) -> GraphQLError:
     return _with_code(error, UNAVAILABLE_MESSAGE, SERVICE_UNAVAILABLE, extensions)
 
 
-def retry_after(error: GraphQLError) -> int | None:
-    """The seconds to wait before retrying, for an error that asks for a retry."""
-    if (error.extensions or {}).get("code") == SERVICE_UNAVAILABLE:
-        return RETRY_AFTER_SECONDS
-    return None
+def asks_to_retry(error: GraphQLError) -> bool:
+    """Whether the client should retry after RETRY_AFTER_SECONDS."""
+    return (error.extensions or {}).get("code") == SERVICE_UNAVAILABLE
 
 
 def _with_code(
