@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Connections per process, twice: this many for transactions (SQLAlchemy's pool) and this many
     # for one-statement calls (`alliance.db.calls`); a process never opens more than 2 × pool_size.
     pool_size: int = Field(default=20, ge=1, le=500)
+    # Concurrent earnPoints requests are posted in groups (`alliance.ledger.groups`): at most this
+    # many earns per group (1: each earn alone) and this many groups at once per process.
+    earn_group_max_items: int = Field(default=64, ge=1, le=1000)
+    earn_groups_in_flight: int = Field(default=4, ge=1, le=64)
     time_zone: str = "Asia/Shanghai"
 
     # Demo mode (`alliance serve --demo`): demo personas at /oauth/demo and one-click member sign-in.

@@ -34,6 +34,22 @@ LEDGER_POSTINGS = Counter(
     "Ledger postings by operation and outcome (posted, refused, replayed)",
     ["operation", "outcome"],
 )
+EARN_GROUP_SIZE = Histogram(
+    "alliance_earn_group_size",
+    "Earns per group posted by ledger_earn_group (alliance.ledger.groups)",
+    buckets=(2, 4, 8, 16, 32, 64, 128, 256, 1000),
+)
+EARN_GROUPS_FAILED = Counter(
+    "alliance_earn_groups_failed_total", "Earn groups whose call failed as a whole (their earns went alone)"
+)
+
+
+def count_posting(operation: str, payload: dict[str, Any]) -> None:
+    """Count one posting's answer under ``operation`` (a ledger function)."""
+    outcome = "replayed" if payload.get("replayed") else "refused" if payload["userErrors"] else "posted"
+    LEDGER_POSTINGS.labels(operation, outcome).inc()
+
+
 WEBHOOK_DELIVERIES = Counter(
     "alliance_webhook_deliveries_total",
     "Webhook delivery attempts by outcome (delivered, retry, dead; superseded: a lapsed claim's late result)",

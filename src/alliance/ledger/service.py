@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import re
+import weakref
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,8 +37,9 @@ from alliance.earning.engine import (
 )
 from alliance.errors import DomainError
 from alliance.ledger import limits
+from alliance.ledger.groups import EarnGroups, can_group
 from alliance.ledger.models import Asset, LedgerTransaction, Lot
-from alliance.observability import LEDGER_POSTINGS
+from alliance.observability import count_posting
 
 Payload = dict[str, Any]
 
@@ -147,8 +149,7 @@ async def post_idempotent(db: Database, function: str, params: dict[str, Any]) -
                 raise
             continue
         assert isinstance(payload, dict) and "userErrors" in payload, payload
-        outcome = "replayed" if payload.get("replayed") else "refused" if payload["userErrors"] else "posted"
-        LEDGER_POSTINGS.labels(function, outcome).inc()
+        count_posting(function, payload)
         return payload
     raise AssertionError("unreachable")
 
@@ -289,26 +290,40 @@ async def earn_points(
         for facts in await earning_rules.tier_variants(db)
     }
     details = {key: value for key, value in (("category", item.category), ("tags", request["tags"])) if value}
-    return await post_idempotent(
-        db,
-        "ledger_earn",
-        idempotency_params(poster, "earn", idempotency_key, request)
-        | {
-            "p_tenant": poster.tenant_id,
-            "p_kind": "earn",
-            "p_member_number": item.member_number,
-            "p_asset": item.asset,
-            "p_points": 0,
-            "p_amount": item.amount,
-            "p_currency": item.currency,
-            "p_order_ref": request["order_ref"],
-            "p_store_code": item.store_code,
-            "p_reason": None,
-            "p_details": json.dumps(details),
-            "p_effective_at": item.effective_at,
-            "p_plans": json.dumps(plans),
-        },
-    )
+    params = idempotency_params(poster, "earn", idempotency_key, request) | {
+        "p_tenant": poster.tenant_id,
+        "p_kind": "earn",
+        "p_member_number": item.member_number,
+        "p_asset": item.asset,
+        "p_points": 0,
+        "p_amount": item.amount,
+        "p_currency": item.currency,
+        "p_order_ref": request["order_ref"],
+        "p_store_code": item.store_code,
+        "p_reason": None,
+        "p_details": json.dumps(details),
+        "p_effective_at": item.effective_at,
+        "p_plans": json.dumps(plans),
+    }
+    if can_group(params, plans):
+        return await earn_groups(db).post(params)
+    return await post_idempotent(db, "ledger_earn", params)
+
+
+_EARN_GROUPS: weakref.WeakKeyDictionary[Database, EarnGroups] = weakref.WeakKeyDictionary()
+
+
+def earn_groups(db: Database) -> EarnGroups:
+    """This process's queue of earns for ``db``, posted in groups (see alliance.ledger.groups)."""
+    groups = _EARN_GROUPS.get(db)
+    if groups is None:
+        groups = _EARN_GROUPS[db] = EarnGroups(
+            db,
+            functools.partial(post_idempotent, db, "ledger_earn"),
+            max_items=db.settings.earn_group_max_items,
+            in_flight=db.settings.earn_groups_in_flight,
+        )
+    return groups
 
 
 async def earn_points_batch(

@@ -1,0 +1,192 @@
+"""Concurrent earns posted together: one call and one transaction for many `earnPoints` requests.
+
+Why: an earn's own work in PostgreSQL is a handful of index probes and inserts. Under load,
+what dominates is what every transaction pays whatever it does (the call, the snapshot, a
+dozen PL/pgSQL statements, the commit and its WAL flush) and many backends taking turns on
+few cores. So earns that arrive while earlier ones are being posted wait for the next group
+instead of each opening a transaction of its own. With nothing in flight an earn goes at once,
+alone, through ``ledger_earn``: grouping adds no wait at low load, and groups grow with the
+queue under load (the batching TigerBeetle is built on).
+
+Each earn keeps its own answer and its own idempotency record: ``ledger_earn_group``
+(migrations/sql/0022_earn_groups.sql) applies ``ledger_earn``'s checks item by item,
+set-based. An earn the group cannot take (a daily cap or co-earned assets in its plans), an
+item the group hands back (prepaid capacity), and every earn of a group whose call fails as a
+whole are posted alone, so one request cannot fail another. Posting alone after a failed group
+is safe: the group wrote nothing, and an earn it did commit before its answer was lost is
+found by its idempotency record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from alliance.db import Database
+from alliance.observability import EARN_GROUP_SIZE, EARN_GROUPS_FAILED, count_posting
+
+Payload = dict[str, Any]
+PostAlone = Callable[[dict[str, Any]], Awaitable[Payload]]
+
+MAX_GROUP_ITEMS = 1000  # ledger_earn_group's own limit
+MAX_SCANNED = 4  # a group looks at most this many times its size into the queue for items it may take
+
+# The parameters of ``ledger_earn`` a group item carries (under shorter names).
+_ITEM_FIELDS = {
+    "p_scope": "scope",
+    "p_key": "key",
+    "p_hash": "hash",
+    "p_tenant": "tenant",
+    "p_member_number": "member_number",
+    "p_asset": "asset",
+    "p_amount": "amount",
+    "p_currency": "currency",
+    "p_order_ref": "order_ref",
+    "p_store_code": "store_code",
+    "p_details": "details",
+    "p_effective_at": "effective_at",
+    "p_plans": "plans",
+}
+
+
+def can_group(params: dict[str, Any], plans: dict[str, dict[str, Any]]) -> bool:
+    """Whether ``ledger_earn_group`` can post this earn: a plain purchase earn whose plans, for
+    every tier, have no daily cap and co-earn nothing (those need ``ledger_earn``'s locks)."""
+    return params["p_kind"] == "earn" and all(
+        plan["dailyCap"] is None and not plan["other"] for plan in plans.values()
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    params: dict[str, Any]
+    answer: asyncio.Future[Payload]
+
+
+class EarnGroups:
+    """The earns of one process waiting to be posted, and the groups being posted.
+
+    ``max_items`` bounds a group (1: every earn is posted alone); ``in_flight`` bounds the
+    groups posted at once, so a burst queues here rather than in PostgreSQL.
+    """
+
+    def __init__(self, db: Database, post_alone: PostAlone, max_items: int, in_flight: int) -> None:
+        assert 1 <= max_items <= MAX_GROUP_ITEMS, max_items
+        assert in_flight >= 1, in_flight
+        self._db = db
+        self._post_alone = post_alone
+        self._max_items = max_items
+        self._in_flight = in_flight
+        self._posting = 0
+        self._queue: deque[_Pending] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def post(self, params: dict[str, Any]) -> Payload:
+        """Post one earn (``ledger_earn``'s named parameters) and return its payload."""
+        if self._max_items == 1:
+            return await self._post_alone(params)
+        answer: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(params, answer))
+        if self._posting < self._in_flight:
+            self._posting += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await answer
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                group = self._take()
+                try:
+                    await self._post_group(group)
+                except BaseException:
+                    for pending in group:  # never leave a caller waiting for an answer
+                        pending.answer.cancel()
+                    raise
+        finally:
+            self._posting -= 1
+
+    def _take(self) -> list[_Pending]:
+        """The next group: queue order, at most one earn per member and per idempotency key
+        (the others wait for a later group, still first in line)."""
+        group: list[_Pending] = []
+        later: list[_Pending] = []
+        members: set[str] = set()
+        keys: set[tuple[str, str]] = set()
+        scanned = 0
+        while self._queue and len(group) < self._max_items and scanned < self._max_items * MAX_SCANNED:
+            pending = self._queue.popleft()
+            scanned += 1
+            if pending.answer.done():  # its caller gave up before it was posted
+                continue
+            member = pending.params["p_member_number"]
+            key = (pending.params["p_scope"], pending.params["p_key"])
+            if member in members or key in keys:
+                later.append(pending)
+                continue
+            members.add(member)
+            keys.add(key)
+            group.append(pending)
+        self._queue.extendleft(reversed(later))
+        return group
+
+    async def _post_group(self, group: list[_Pending]) -> None:
+        if len(group) == 1:
+            await _settle(group[0], self._post_alone(group[0].params))
+            return
+        if not group:
+            return
+        items = [
+            {short: pending.params[name] for name, short in _ITEM_FIELDS.items()} | {"i": index}
+            for index, pending in enumerate(group)
+        ]
+        try:
+            answers = await self._db.call(
+                "SELECT ledger_earn_group($1::jsonb)", json.dumps(items, default=_json_value)
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # The whole group rolled back (a key another process posted meanwhile, a deadlock, a
+            # dropped connection...): each earn goes alone and gets its own answer or error.
+            EARN_GROUPS_FAILED.inc()
+            await asyncio.gather(*(_settle(pending, self._post_alone(pending.params)) for pending in group))
+            return
+        assert isinstance(answers, list) and len(answers) == len(group), answers
+        EARN_GROUP_SIZE.observe(len(group))
+        alone = []
+        for pending, payload in zip(group, answers, strict=True):
+            if payload is None:
+                alone.append(pending)
+                continue
+            count_posting("ledger_earn", payload)
+            if not pending.answer.done():
+                pending.answer.set_result(payload)
+        await asyncio.gather(*(_settle(pending, self._post_alone(pending.params)) for pending in alone))
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in an earn group item")
+
+
+async def _settle(pending: _Pending, posting: Any) -> None:
+    """Await ``posting`` and hand its payload (or its exception) to the waiting caller."""
+    try:
+        payload = await posting
+    except Exception as error:  # the caller's own error, raised where it awaits
+        if not pending.answer.done():
+            pending.answer.set_exception(error)
+        return
+    if not pending.answer.done():
+        pending.answer.set_result(payload)
