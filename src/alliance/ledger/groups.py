@@ -28,8 +28,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
 from alliance.db import Database
 from alliance.observability import EARN_GROUP_SIZE, EARN_GROUPS_FAILED, count_posting
 
@@ -108,10 +106,16 @@ class EarnGroups:
                 group = self._take()
                 try:
                     await self._post_group(group)
-                except BaseException:
-                    for pending in group:  # never leave a caller waiting for an answer
-                        pending.answer.cancel()
-                    raise
+                except BaseException as error:  # never leave a caller waiting for an answer
+                    for pending in group:
+                        if pending.answer.done():
+                            continue
+                        if isinstance(error, Exception):
+                            pending.answer.set_exception(error)
+                        else:
+                            pending.answer.cancel()
+                    if not isinstance(error, Exception):
+                        raise
         finally:
             self._posting -= 1
 
@@ -153,9 +157,10 @@ class EarnGroups:
             answers = await self._db.call(
                 "SELECT ledger_earn_group($1::jsonb)", json.dumps(items, default=_json_value)
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            # The whole group rolled back (a key another process posted meanwhile, a deadlock, a
-            # dropped connection...): each earn goes alone and gets its own answer or error.
+        except Exception:
+            # The group wrote nothing, or (a connection lost after the commit) its idempotency
+            # records answer for it: a key another process posted meanwhile, a deadlock, a
+            # refused or dropped connection... Each earn goes alone and gets its own answer or error.
             EARN_GROUPS_FAILED.inc()
             await asyncio.gather(*(_settle(pending, self._post_alone(pending.params)) for pending in group))
             return
