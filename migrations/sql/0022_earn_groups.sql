@@ -45,11 +45,20 @@ BEGIN
       FROM jsonb_to_recordset(p_items) AS x(i int, scope text, key text, hash text, tenant bigint,
         member_number text, asset text, amount numeric, currency text, order_ref text, store_code text,
         details text, effective_at timestamptz, plans text)
+    ), dated AS (  -- expiry once per asset and instant (most items share now())
+      SELECT d.asset, d.at, ledger_asset_expiry(d.asset, d.at) AS expires_at
+      FROM (SELECT DISTINCT asset, at FROM items) d
     ), resolved AS (
-      SELECT x.*, ledger_replay(x.scope, x.key, 'earn', x.hash) AS replay, t.id AS tenant_ok, a.code AS asset_ok,
-        l.member_id, s.id AS store_id,
+      SELECT x.*, t.id AS tenant_ok, a.code AS asset_ok, l.member_id, s.id AS store_id, dt.expires_at,
+        -- ledger_replay's answer, joined instead of called per item
+        CASE WHEN k.client_scope IS NULL THEN NULL
+             WHEN k.operation <> 'earn' OR k.request_hash <> x.hash THEN ledger_user_error('IDEMPOTENCY_KEY_REUSED',
+               'this idempotency key was used with a different request', 'idempotencyKey')
+             ELSE k.response || jsonb_build_object('replayed', true) END AS replay,
         coalesce(x.plans -> coalesce(r.rank, 0)::text, x.plans -> '0') AS plan
       FROM items x
+      JOIN dated dt ON dt.asset = x.asset AND dt.at = x.at
+      LEFT JOIN idempotency_records k ON k.client_scope = x.scope AND k.idempotency_key = x.key
       LEFT JOIN tenants t ON t.id = x.tenant AND t.status = 'active'
       LEFT JOIN assets a ON a.code = x.asset
       LEFT JOIN members m ON m.member_number = x.member_number AND m.status = 'active'
@@ -60,7 +69,7 @@ BEGIN
     )
     SELECT x.i, x.scope, x.key, x.hash, x.tenant, x.asset, x.amount, x.currency, x.order_ref,
       jsonb_set(coalesce(x.details, '{}'::jsonb), '{breakdown}', coalesce(x.plan -> 'breakdown', '[]'::jsonb)),
-      x.at, CASE WHEN x.asset_ok IS NOT NULL THEN ledger_asset_expiry(x.asset, x.at) END, x.member_id, x.store_id,
+      x.at, x.expires_at, x.member_id, x.store_id,
       (x.plan ->> 'points')::bigint, (x.plan ->> 'alliance')::bigint, w.id, x.replay,
       CASE
         WHEN x.replay IS NOT NULL THEN NULL

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # Concurrent earnPoints requests are posted in groups (`alliance.ledger.groups`): at most this
     # many earns per group (1: each earn alone) and this many groups at once per process.
     earn_group_max_items: int = Field(default=64, ge=1, le=1000)
-    earn_groups_in_flight: int = Field(default=4, ge=1, le=64)
+    earn_groups_in_flight: int = Field(default=2, ge=1, le=64)
     time_zone: str = "Asia/Shanghai"
 
     # Demo mode (`alliance serve --demo`): demo personas at /oauth/demo and one-click member sign-in.

@@ -94,16 +94,24 @@ class EarnGroups:
         answer: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(params, answer))
         if self._posting < self._in_flight:
-            self._posting += 1
-            task = asyncio.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_posting()
         return await answer
+
+    def _start_posting(self) -> None:
+        self._posting += 1
+        task = asyncio.create_task(self._drain())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
         try:
             while self._queue:
-                group = self._take()
+                # The queue is shared among the idle slots, so groups run side by side (PostgreSQL
+                # runs each on one core) instead of one large group at a time.
+                idle = self._in_flight - self._posting
+                group = self._take(-(-len(self._queue) // (idle + 1)))
+                if self._queue and idle > 0:
+                    self._start_posting()
                 try:
                     await self._post_group(group)
                 except BaseException as error:  # never leave a caller waiting for an answer
@@ -119,15 +127,16 @@ class EarnGroups:
         finally:
             self._posting -= 1
 
-    def _take(self) -> list[_Pending]:
-        """The next group: queue order, at most one earn per member and per idempotency key
-        (the others wait for a later group, still first in line)."""
+    def _take(self, share: int) -> list[_Pending]:
+        """The next group of at most ``share`` earns: queue order, at most one earn per member and
+        per idempotency key (the others wait for a later group, still first in line)."""
+        size = min(share, self._max_items)
         group: list[_Pending] = []
         later: list[_Pending] = []
         members: set[str] = set()
         keys: set[tuple[str, str]] = set()
         scanned = 0
-        while self._queue and len(group) < self._max_items and scanned < self._max_items * MAX_SCANNED:
+        while self._queue and len(group) < size and scanned < size * MAX_SCANNED:
             pending = self._queue.popleft()
             scanned += 1
             if pending.answer.done():  # its caller gave up before it was posted
