@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -26,12 +26,20 @@ MOMENT = ("id", "createdAt", "effectiveAt")  # what differs between two postings
 
 
 @pytest.fixture
-async def alone_db(settings: Settings) -> AsyncIterator[Database]:
-    """A process that posts every earn alone, through ledger_earn."""
+async def process(settings: Settings) -> AsyncIterator[Callable[..., Database]]:
+    """Factory: a process of its own (a Database with a small pool), closed after the test, so
+    these tests' bursts do not leave the session's pools holding connections."""
     assert settings.database_url is not None
-    database = Database(settings.database_url, settings.model_copy(update={"earn_group_max_items": 1}))
-    yield database
-    await database.close()
+    url = settings.database_url
+    opened: list[Database] = []
+
+    def make(**overrides: Any) -> Database:
+        opened.append(Database(url, settings.model_copy(update={"pool_size": 4} | overrides)))
+        return opened[-1]
+
+    yield make
+    for database in opened:
+        await database.close()
 
 
 def groups_posted() -> tuple[float, float]:
@@ -45,7 +53,8 @@ def without_moment(payload: dict[str, Any]) -> dict[str, Any]:
     return payload | {"transaction": transaction}
 
 
-async def test_a_group_answers_each_earn_as_ledger_earn_alone_would(make_merchant, db, alone_db):
+async def test_a_group_answers_each_earn_as_ledger_earn_alone_would(make_merchant, db, process):
+    grouped_db, alone_db = process(), process(earn_group_max_items=1)
     merchant, other = await make_merchant(), await make_merchant()
     poster = Poster(unique("scope"), merchant.tenant_id)
     members = {
@@ -63,7 +72,7 @@ async def test_a_group_answers_each_earn_as_ledger_earn_alone_would(make_merchan
     original = await earn(alone_db, replayed_key, members["y"], "30", "Y-1")
     await earn(alone_db, reused_key, members["z"], "40", "Z-1")
     # Warm the rules and tiers caches: then every earn below queues before the first group leaves.
-    await earn(db, unique("k"), members["a2"], "1", "WARM")
+    await earn(grouped_db, unique("k"), members["a2"], "1", "WARM")
 
     cases: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {  # (key, member, amount, order, more)
         "posted": (unique("k"), members["a"], "100.50", "P-1", {"category": "food", "tags": ("x", "y")}),
@@ -81,7 +90,10 @@ async def test_a_group_answers_each_earn_as_ledger_earn_alone_would(make_merchan
         zip(
             cases,
             await asyncio.gather(
-                *(earn(db, key, n, amount, order, **more) for key, n, amount, order, more in cases.values())
+                *(
+                    earn(grouped_db, key, n, amount, order, **more)
+                    for key, n, amount, order, more in cases.values()
+                )
             ),
             strict=True,
         )
@@ -167,7 +179,7 @@ async def test_a_group_applies_each_members_tier_plan(make_merchant, db, setting
     assert [a["balance"]["available"] for a in answers] == [15, 10]
 
 
-async def test_earns_of_a_group_that_fails_are_posted_alone(make_merchant, db, settings):
+async def test_earns_of_a_group_that_fails_are_posted_alone(make_merchant, db, settings, process):
     """Another process's first attempt with one of the group's keys commits while the group waits
     for it: the group's call fails as a whole, and each earn is then answered on its own."""
     merchant = await make_merchant()
@@ -176,8 +188,9 @@ async def test_earns_of_a_group_that_fails_are_posted_alone(make_merchant, db, s
 
     async def earn(key: str, number: str, order: str) -> Any:
         item = EarnItem(member_number=number, amount=Decimal("20"), order_ref=order)
-        return await earn_points(db, poster, idempotency_key=key, item=item, time_zone=ZONE)
+        return await earn_points(grouped_db, poster, idempotency_key=key, item=item, time_zone=ZONE)
 
+    grouped_db = process()
     await earn(unique("k"), numbers[0], "WARM")
     contested = unique("k")
     theirs = {
@@ -252,7 +265,7 @@ async def _until_waiting_on_a_lock(engine: Any) -> None:
     raise AssertionError("the group never waited for the other attempt's key")
 
 
-async def test_many_concurrent_earns_post_exactly_once_each(make_merchant, db):
+async def test_many_concurrent_earns_post_exactly_once_each(make_merchant, db, process):
     """Groups take one earn per member and per key; the rest wait for a later group."""
     merchant = await make_merchant()
     poster = Poster(unique("scope"), merchant.tenant_id)
@@ -262,8 +275,9 @@ async def test_many_concurrent_earns_post_exactly_once_each(make_merchant, db):
 
     async def earn(key: str, number: str, order: str, amount: int) -> Any:
         item = EarnItem(member_number=number, amount=Decimal(amount), order_ref=order)
-        return await earn_points(db, poster, idempotency_key=key, item=item, time_zone=ZONE)
+        return await earn_points(grouped_db, poster, idempotency_key=key, item=item, time_zone=ZONE)
 
+    grouped_db = process()
     before = groups_posted()
     answers = await asyncio.gather(*(earn(*request) for request in requests))
     assert groups_posted()[1] > before[1], "some earns were posted in groups"
