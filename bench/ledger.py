@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ APP_ROLE = "alliance_bench_app"
 REPO = Path(__file__).resolve().parents[1]
 STORES_PER_TENANT = 5
 OFFERED_IN_FLIGHT = 64  # the open-loop phase's most requests in flight (connections)
+STALL_MS = 50  # the open-loop phase lists, by second, the requests slower than this
 LINKS_PER_MEMBER_MAX = 3  # a member is enrolled at 1..3 merchants (2 on average)
 CATEGORIES = ("hotel", "auto_service", "supermarket", "retail", "baby_goods", "clothing", "other")
 
@@ -294,6 +296,7 @@ async def offered(
     slots = asyncio.Semaphore(limit)
     run = Run(name)
     rng = random.Random(secrets.randbits(64))
+    slow: dict[int, list[float]] = {}  # second of the phase -> latencies over STALL_MS (s)
 
     async def one(due: float, record: bool) -> None:
         try:
@@ -306,10 +309,13 @@ async def offered(
             slots.release()
         if record:
             run.record(status, detail, due)
+            if (late := time.perf_counter() - due) * 1000 > STALL_MS:
+                slow.setdefault(int(due - measured_from), []).append(late)
 
     tasks: list[asyncio.Task[None]] = []
     started = time.perf_counter()
     measured_from = started + warmup
+    wall_from = datetime.now(UTC) + timedelta(seconds=warmup)
     end = measured_from + duration
     before = None
     for index in itertools.count():
@@ -327,6 +333,14 @@ async def offered(
     if meter and before:
         run.cpu = meter.describe(before)
     print(run.line(), flush=True)
+    if slow:  # when the tail happened, to set beside the server's log (checkpoints, autovacuum)
+        print(
+            f"{'':37}over {STALL_MS} ms, by second from {wall_from:%H:%M:%S} UTC: "
+            + ", ".join(
+                f"{second}s: {len(lat)} (max {max(lat) * 1000:.0f})" for second, lat in sorted(slow.items())
+            ),
+            flush=True,
+        )
     return run
 
 
