@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import re
-import weakref
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -310,7 +309,9 @@ async def earn_points(
     return await post_idempotent(db, "ledger_earn", params)
 
 
-_EARN_GROUPS: weakref.WeakKeyDictionary[Database, EarnGroups] = weakref.WeakKeyDictionary()
+# One queue per Database: a server process has one for its lifetime. (The queue refers to its
+# Database, so a weak mapping would not let either go; a closed Database stays here, unused.)
+_EARN_GROUPS: dict[Database, EarnGroups] = {}
 
 
 def earn_groups(db: Database) -> EarnGroups:
