@@ -125,6 +125,17 @@ class Api:
         return response.json()["errors"]
 
 
+async def terminate_backend(db: Database, pid: int) -> None:
+    """End one server process as the owner: a connection dropped under its user's feet."""
+    engine = db.owner_engine()
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await engine.dispose()
+    await asyncio.sleep(0.1)  # the client notices on its next use
+
+
 async def client_token(http: httpx.AsyncClient, client_id: str, secret: str) -> str:
     response = await http.post(
         "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)

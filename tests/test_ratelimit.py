@@ -12,6 +12,7 @@ import pytest
 
 from alliance.db import Database
 from alliance.ratelimit import LEASE_SECONDS, BucketSize, RateLimiter, lease_size
+from tests.conftest import terminate_backend
 
 
 async def bucket_row(db: Database, bucket: str) -> tuple[Decimal, object]:
@@ -77,12 +78,7 @@ async def test_a_lease_survives_a_take_that_fails(settings) -> None:
         await limits.take(bucket, 50_000, size)
         await limits.take(bucket, 1, size)  # 99 left in the lease
         await asyncio.sleep(LEASE_SECONDS + 0.05)  # due to go back with the next take
-        pid = await own.call("SELECT pg_backend_pid()")
-        owner = own.owner_engine()
-        async with owner.connect() as conn:
-            await conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-        await owner.dispose()
-        await asyncio.sleep(0.1)
+        await terminate_backend(own, await own.call("SELECT pg_backend_pid()"))
         with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
             await limits.take(bucket, 1, size)
         assert limits._leases[bucket].points == 99, "still held, to give back with the next take"

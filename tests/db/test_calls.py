@@ -9,6 +9,7 @@ import pytest
 
 from alliance.db import Database
 from alliance.db.calls import CallConnections
+from tests.conftest import terminate_backend
 
 
 async def test_a_failed_statement_leaves_the_connection_usable(db: Database) -> None:
@@ -29,11 +30,7 @@ async def test_a_dropped_connection_is_replaced_not_reused(db: Database) -> None
     try:
         first = await calls.fetchrow("SELECT pg_backend_pid() AS pid")
         assert first is not None
-        owner_engine = db.owner_engine()
-        async with owner_engine.connect() as owner:
-            await owner.exec_driver_sql(f"SELECT pg_terminate_backend({first['pid']})")
-        await owner_engine.dispose()
-        await asyncio.sleep(0.1)
+        await terminate_backend(db, first["pid"])
         with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
             await calls.fetchrow("SELECT 1")
         replaced = await calls.fetchrow("SELECT pg_backend_pid() AS pid")

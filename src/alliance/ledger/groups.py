@@ -24,8 +24,6 @@ import json
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from alliance.db import Database
@@ -55,12 +53,10 @@ _ITEM_FIELDS = {
 }
 
 
-def can_group(params: dict[str, Any], plans: dict[str, dict[str, Any]]) -> bool:
-    """Whether ``ledger_earn_group`` can post this earn: a plain purchase earn whose plans, for
-    every tier, have no daily cap and co-earn nothing (those need ``ledger_earn``'s locks)."""
-    return params["p_kind"] == "earn" and all(
-        plan["dailyCap"] is None and not plan["other"] for plan in plans.values()
-    )
+def can_group(plans: dict[str, dict[str, Any]]) -> bool:
+    """Whether ``ledger_earn_group`` can post a purchase earn with these plans (one per tier):
+    none has a daily cap or co-earns another asset (those need ``ledger_earn``'s locks)."""
+    return all(plan["dailyCap"] is None and not plan["other"] for plan in plans.values())
 
 
 @dataclass(slots=True)
@@ -153,10 +149,8 @@ class EarnGroups:
         return group
 
     async def _post_group(self, group: list[_Pending]) -> None:
-        if len(group) == 1:
-            await _settle(group[0], self._post_alone(group[0].params))
-            return
-        if not group:
+        if len(group) <= 1:  # empty when every caller taken had given up
+            await asyncio.gather(*(_settle(pending, self._post_alone(pending.params)) for pending in group))
             return
         items = [
             {short: pending.params[name] for name, short in _ITEM_FIELDS.items()} | {"i": index}
@@ -164,7 +158,7 @@ class EarnGroups:
         ]
         try:
             answers = await self._db.call(
-                "SELECT ledger_earn_group($1::jsonb)", json.dumps(items, default=_json_value)
+                "SELECT ledger_earn_group($1::jsonb)", json.dumps(items, default=str)
             )
         except Exception:
             # The group wrote nothing, or (a connection lost after the commit) its idempotency
@@ -186,15 +180,7 @@ class EarnGroups:
         await asyncio.gather(*(_settle(pending, self._post_alone(pending.params)) for pending in alone))
 
 
-def _json_value(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} in an earn group item")
-
-
-async def _settle(pending: _Pending, posting: Any) -> None:
+async def _settle(pending: _Pending, posting: Awaitable[Payload]) -> None:
     """Await ``posting`` and hand its payload (or its exception) to the waiting caller."""
     try:
         payload = await posting

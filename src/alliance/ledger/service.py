@@ -304,7 +304,7 @@ async def earn_points(
         "p_effective_at": item.effective_at,
         "p_plans": json.dumps(plans),
     }
-    if can_group(params, plans):
+    if can_group(plans):
         return await earn_groups(db).post(params)
     return await post_idempotent(db, "ledger_earn", params)
 
