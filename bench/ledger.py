@@ -369,10 +369,13 @@ async def database_exists(server_url: URL) -> bool:
         await conn.close()
 
 
-# The settings that decide the figures: buffer misses (shared_buffers) and the WAL written by
-# full-page images after each checkpoint (wal_compression, max_wal_size, checkpoint_timeout).
+# The settings that decide the figures: buffer misses (shared_buffers), the WAL written by
+# full-page images after each checkpoint (wal_compression, max_wal_size, checkpoint_timeout), and
+# whether autovacuum keeps the visibility map current (without it, the balance and tier reads,
+# index-only scans, visit the table for every row on a page written since the seed's VACUUM).
 SERVER_SETTINGS = (
     "shared_buffers",
+    "autovacuum",
     "wal_compression",
     "max_wal_size",
     "checkpoint_timeout",
@@ -1307,6 +1310,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"WARNING: shared_buffers={shown['shared_buffers']} is less than half the bench database "
                 f"({pretty}): figures will include buffer misses; see README (Benchmark)"
+            )
+        if shown["autovacuum"] == "off":
+            print(
+                "WARNING: autovacuum is off on this server: as the phases write, more of the balance "
+                "and tier reads visit the table (heap fetches), so later phases pay more than on a "
+                "server that vacuums; see README (Benchmark)"
             )
         # A guard so that a pathological plan cannot stall the run for ever (bench role only).
         timeout = (

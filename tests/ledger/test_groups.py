@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,8 @@ from alliance.ledger.service import EarnItem, Poster, earn_points, request_hash
 from tests.conftest import random_phone, unique
 from tests.ledger.test_concurrency import assert_books_balance
 from tests.ledger.test_worked_example import enroll
+from tests.settlement.test_expiry_and_periods import owner_sql
+from tests.settlement.test_operator_clearing import BLOCK, CLEARING, TERMS
 
 ZONE = "Asia/Shanghai"
 MOMENT = ("id", "createdAt", "effectiveAt")  # what differs between two postings of the same earn
@@ -54,7 +57,8 @@ def without_moment(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_a_group_answers_each_earn_as_ledger_earn_alone_would(make_merchant, db, process):
-    grouped_db, alone_db = process(), process(earn_group_max_items=1)
+    # One slot: every case below lands in the same group (two slots would share them, 5 and 4).
+    grouped_db, alone_db = process(earn_groups_in_flight=1), process(earn_group_max_items=1)
     merchant, other = await make_merchant(), await make_merchant()
     poster = Poster(unique("scope"), merchant.tenant_id)
     members = {
@@ -177,6 +181,85 @@ async def test_a_group_applies_each_members_tier_plan(make_merchant, db, setting
     answers = await db.call("SELECT ledger_earn_group($1::jsonb)", json.dumps(items))
     assert [a["transaction"]["points"] for a in answers] == [15, 10]
     assert [a["balance"]["available"] for a in answers] == [15, 10]
+
+
+async def test_earns_queued_together_are_shared_among_the_slots(make_merchant, process):
+    """Earns that queue while no group is in flight are split among the slots, so PostgreSQL posts
+    the groups side by side on its cores; the first slot to run does not take them all."""
+    merchant = await make_merchant()
+    poster = Poster(unique("scope"), merchant.tenant_id)
+    numbers = [await enroll(merchant, random_phone()) for _ in range(10)]
+    grouped_db = process(earn_groups_in_flight=2)
+
+    async def earn(number: str, order: str) -> Any:
+        item = EarnItem(member_number=number, amount=Decimal("15"), order_ref=order)
+        return await earn_points(grouped_db, poster, idempotency_key=unique("k"), item=item, time_zone=ZONE)
+
+    await earn(numbers[0], "WARM")  # rules and tiers cached: the ten below queue before any group leaves
+    before = groups_posted()
+    answers = await asyncio.gather(*(earn(number, f"S-{n}") for n, number in enumerate(numbers)))
+    after = groups_posted()
+    assert all(a["userErrors"] == [] for a in answers)
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 10), "two groups of five, side by side"
+
+
+async def test_items_over_the_prepaid_capacity_go_alone(settings, db, operator, make_merchant, process):
+    """A prepaid merchant's group whose sum exceeds what is left hands its items back; posted alone,
+    each takes what fits, in turn, and the capacity is never overdrawn."""
+    asset = "GRP" + secrets.token_hex(3).upper()
+    await owner_sql(
+        settings,
+        "INSERT INTO assets (code, name, settlement_value, expiry_policy, policy_description)"
+        " VALUES (:a, 'Prepaid group test points', 0.01, 'never', 'never expire')",
+        a=asset,
+    )
+    since = "2000-01-01T00:00:00+00:00"
+    terms = {"asset": asset, "model": "OPERATOR_CLEARING", "settlementValue": "0.01", "feeBps": 0}
+    assert (await operator(TERMS, i=terms | {"effectiveFrom": since}))["setSettlementTerms"][
+        "userErrors"
+    ] == []
+    merchant = await make_merchant()
+    clearing = {
+        "tenantCode": merchant.code,
+        "asset": asset,
+        "accrualCost": "0.012",
+        "reimbursementRate": "0.010",
+    }
+    done = await operator(CLEARING, i=clearing | {"billing": "PREPAID", "effectiveFrom": since})
+    assert done["setClearingTerms"] == {"ok": True, "userErrors": []}
+    block = {
+        "tenantCode": merchant.code,
+        "asset": asset,
+        "points": 300,
+        "price": "3.60",
+        "idempotencyKey": unique("k"),
+    }
+    assert (await operator(BLOCK, i=block))["purchasePointBlock"] == {"prepaidBalance": 300, "userErrors": []}
+    poster = Poster(unique("scope"), merchant.tenant_id)
+    numbers = [await enroll(merchant, random_phone()) for _ in range(3)]
+    grouped_db = process(earn_groups_in_flight=1)
+
+    async def earn(number: str, amount: str, order: str) -> Any:
+        item = EarnItem(member_number=number, amount=Decimal(amount), order_ref=order, asset=asset)
+        return await earn_points(grouped_db, poster, idempotency_key=unique("k"), item=item, time_zone=ZONE)
+
+    assert (await earn(numbers[0], "1", "WARM"))["userErrors"] == []  # 299 left
+    before = groups_posted()
+    answers = await asyncio.gather(earn(numbers[1], "200", "P-1"), earn(numbers[2], "150", "P-2"))
+    assert (groups_posted()[0] - before[0], groups_posted()[1] - before[1]) == (1, 2), "one group of both"
+    codes = sorted(e["code"] for a in answers for e in a["userErrors"])
+    assert codes == ["PREPAID_BALANCE_EXHAUSTED"], "350 does not fit in 299: alone, the first fits, not both"
+    posted = sum(a["transaction"]["points"] for a in answers if a["transaction"])
+    async with db.transaction(OPERATOR) as session:
+        left = (
+            await run_sql(
+                session,
+                text("SELECT points FROM prepaid_balances WHERE tenant_id = :t AND asset = :a"),
+                {"t": merchant.tenant_id, "a": asset},
+            )
+        ).scalar_one()
+    assert posted in (150, 200) and left == 299 - posted
+    await assert_books_balance(db)
 
 
 async def test_earns_of_a_group_that_fails_are_posted_alone(make_merchant, db, settings, process):

@@ -79,7 +79,8 @@ class EarnGroups:
         self._post_alone = post_alone
         self._max_items = max_items
         self._in_flight = in_flight
-        self._posting = 0
+        self._posting = 0  # slots started (a slot posts one group at a time until the queue is empty)
+        self._starting = 0  # slots started that have not taken their first group yet
         self._queue: deque[_Pending] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -95,17 +96,20 @@ class EarnGroups:
 
     def _start_posting(self) -> None:
         self._posting += 1
+        self._starting += 1
         task = asyncio.create_task(self._drain())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
+        self._starting -= 1
         try:
             while self._queue:
-                # The queue is shared among the idle slots, so groups run side by side (PostgreSQL
-                # runs each on one core) instead of one large group at a time.
+                # The queue is shared among this slot, the slots started that have not taken yet,
+                # and the idle ones, so groups run side by side (PostgreSQL runs each on one core)
+                # instead of the first slot to run taking every earn queued meanwhile.
                 idle = self._in_flight - self._posting
-                group = self._take(-(-len(self._queue) // (idle + 1)))
+                group = self._take(-(-len(self._queue) // (1 + self._starting + idle)))
                 if self._queue and idle > 0:
                     self._start_posting()
                 try:
