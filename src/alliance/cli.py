@@ -51,7 +51,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from alliance.api.app import create_app
+    from alliance.api.workers import APP_FACTORY, MAX_WORKERS, can_share_port, serve_workers
 
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(f"--workers takes 1 to {MAX_WORKERS}", file=sys.stderr)
+        return 2
     owner_url, embedded = resolve_owner_url(settings)
     if embedded:
         upgrade(owner_url, settings)
@@ -73,20 +77,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["DATABASE_URL"] = owner_url
     os.environ["ALLIANCE_ACCESS_LOG"] = "true" if args.access_log else "false"
     os.environ["ALLIANCE_DEMO"] = "true" if settings.demo else "false"
+    if can_share_port():  # a listening socket per worker (see alliance.api.workers)
+        return serve_workers(args.host, args.port, args.workers)
     uvicorn.run(
-        "alliance.api.app:create_app_from_environment",
-        factory=True,
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        access_log=False,
-        log_config=None,
-    )
-    return 0
-    # Worker processes build the app from the environment; point them at the same database.
-    os.environ["DATABASE_URL"] = owner_url
-    uvicorn.run(
-        "alliance.api.app:create_app_from_environment",
+        APP_FACTORY,
         factory=True,
         workers=args.workers,
         host=args.host,
