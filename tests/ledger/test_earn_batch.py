@@ -1,11 +1,13 @@
 """earnPointsBatch: set-based import where a bad item is refused alone."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import random_phone, unique
+from tests.earning.test_rules_api import create_store
 from tests.ledger.test_worked_example import enroll
 
 BATCH = """mutation($i: EarnPointsBatchInput!) { earnPointsBatch(input: $i) {
@@ -108,3 +110,46 @@ async def test_two_batches_in_one_transaction_each_answer_for_their_own_items(ma
     first, second = ([(r["index"], r["transaction"]["orderRef"]) for r in a["results"]] for a in answers)
     assert first == [(0, "A"), (1, "B"), (2, "C")]
     assert second == [(0, "D")]
+
+
+async def test_every_field_of_an_item_reaches_its_transaction(make_merchant, settings):
+    """Items are built from the request without Strawberry's generic conversion: each optional
+    field still arrives (store, category, tags, asset, currency, business time)."""
+    merchant = await make_merchant()
+    number = await enroll(merchant, random_phone())
+    store = await create_store(merchant)
+    at = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
+    item = {
+        "memberNumber": number,
+        "amount": "88.80",
+        "orderRef": "FULL-1",
+        "currency": "CNY",
+        "storeCode": store,
+        "category": "baby_formula",
+        "tags": ["promo", "green"],
+        "asset": "POINTS",
+        "effectiveAt": at.isoformat(),
+    }
+    query = BATCH.replace("transaction { kind points }", "transaction { kind points effectiveAt orderRef }")
+    data = await merchant.api(query, i={"items": [item], "idempotencyKey": unique("k")})
+    [result] = data["earnPointsBatch"]["results"]
+    assert result["userErrors"] == []
+    assert result["transaction"]["points"] == 88 and result["transaction"]["orderRef"] == "FULL-1"
+    assert datetime.fromisoformat(result["transaction"]["effectiveAt"]) == at
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT s.code AS store, t.details ->> 'category' AS category, t.details -> 'tags' AS tags,"
+                        " t.amount, t.currency, t.asset FROM ledger_transactions t JOIN stores s ON s.id = t.store_id"
+                        " WHERE t.tenant_id = :t AND t.order_ref = 'FULL-1'"
+                    ),
+                    {"t": merchant.tenant_id},
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert (row.store, row.category, row.tags) == (store, "baby_formula", ["green", "promo"])  # sorted
+    assert (str(row.amount), row.currency, row.asset) == ("88.80", "CNY", "POINTS")

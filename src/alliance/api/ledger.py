@@ -17,7 +17,14 @@ import strawberry
 from alliance.api.context import Info
 from alliance.api.ids import from_cursor, from_global_id, to_global_id
 from alliance.api.mutations import user_error
-from alliance.api.types import Connection, Node, UserError, build_connection, page_size
+from alliance.api.types import (
+    Connection,
+    Node,
+    UserError,
+    build_connection,
+    built_from_coerced_leaves,
+    page_size,
+)
 from alliance.auth.principal import LEDGER_READ, POINTS_ADJUST, POINTS_EARN, POINTS_REDEEM, Principal
 from alliance.errors import DomainError
 from alliance.ledger import service
@@ -369,6 +376,7 @@ class EarnPointsInput:
     )
 
 
+@built_from_coerced_leaves
 @strawberry.input
 class EarnPointsBatchItem:
     member_number: str
