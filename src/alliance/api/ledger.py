@@ -360,6 +360,7 @@ def pk_of(global_id: str, expected: str, field: str) -> int:
 # -- inputs ----------------------------------------------------------------------------------------
 
 
+@built_from_coerced_leaves
 @strawberry.input
 class EarnPointsInput:
     member_number: str
@@ -418,6 +419,7 @@ class AwardPointsInput:
     asset: str = "POINTS"
 
 
+@built_from_coerced_leaves
 @strawberry.input
 class RedeemPointsInput:
     member_number: str
