@@ -94,7 +94,9 @@ async def http(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(3)}"
+    # 48 random bits: a run creates ~1,000 merchant codes, keys and refs of each kind, and with
+    # 24 bits two of them collided now and then (a birthday chance of ~3 % per run).
+    return f"{prefix}-{secrets.token_hex(6)}"
 
 
 @dataclass

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alliance.db.database import OPERATOR, run_sql
 from tests.conftest import random_phone, unique
 from tests.earning.test_rules_api import create_store
 from tests.ledger.test_worked_example import enroll
@@ -112,7 +113,7 @@ async def test_two_batches_in_one_transaction_each_answer_for_their_own_items(ma
     assert second == [(0, "D")]
 
 
-async def test_every_field_of_an_item_reaches_its_transaction(make_merchant, settings):
+async def test_every_field_of_an_item_reaches_its_transaction(make_merchant, db):
     """Items are built from the request without Strawberry's generic conversion: each optional
     field still arrives (store, category, tags, asset, currency, business time)."""
     merchant = await make_merchant()
@@ -136,20 +137,17 @@ async def test_every_field_of_an_item_reaches_its_transaction(make_merchant, set
     assert result["userErrors"] == []
     assert result["transaction"]["points"] == 88 and result["transaction"]["orderRef"] == "FULL-1"
     assert datetime.fromisoformat(result["transaction"]["effectiveAt"]) == at
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT s.code AS store, t.details ->> 'category' AS category, t.details -> 'tags' AS tags,"
-                        " t.amount, t.currency, t.asset FROM ledger_transactions t JOIN stores s ON s.id = t.store_id"
-                        " WHERE t.tenant_id = :t AND t.order_ref = 'FULL-1'"
-                    ),
-                    {"t": merchant.tenant_id},
-                )
-            ).one()
-    finally:
-        await engine.dispose()
+    async with db.transaction(OPERATOR) as session:
+        row = (
+            await run_sql(
+                session,
+                text(
+                    "SELECT s.code AS store, t.details ->> 'category' AS category, t.details -> 'tags' AS tags,"
+                    " t.amount, t.currency, t.asset FROM ledger_transactions t JOIN stores s ON s.id = t.store_id"
+                    " WHERE t.tenant_id = :t AND t.order_ref = 'FULL-1'"
+                ),
+                {"t": merchant.tenant_id},
+            )
+        ).one()
     assert (row.store, row.category, row.tags) == (store, "baby_formula", ["green", "promo"])  # sorted
     assert (str(row.amount), row.currency, row.asset) == ("88.80", "CNY", "POINTS")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -21,8 +20,8 @@ from alliance.ledger.service import EarnItem, Poster, earn_points, request_hash
 from tests.conftest import random_phone, unique
 from tests.ledger.test_concurrency import assert_books_balance
 from tests.ledger.test_worked_example import enroll
-from tests.settlement.test_expiry_and_periods import owner_sql
 from tests.settlement.test_operator_clearing import BLOCK, CLEARING, TERMS
+from tests.webhooks.test_sweeps_and_settlement import private_asset
 
 ZONE = "Asia/Shanghai"
 MOMENT = ("id", "createdAt", "effectiveAt")  # what differs between two postings of the same earn
@@ -206,13 +205,7 @@ async def test_earns_queued_together_are_shared_among_the_slots(make_merchant, p
 async def test_items_over_the_prepaid_capacity_go_alone(settings, db, operator, make_merchant, process):
     """A prepaid merchant's group whose sum exceeds what is left hands its items back; posted alone,
     each takes what fits, in turn, and the capacity is never overdrawn."""
-    asset = "GRP" + secrets.token_hex(3).upper()
-    await owner_sql(
-        settings,
-        "INSERT INTO assets (code, name, settlement_value, expiry_policy, policy_description)"
-        " VALUES (:a, 'Prepaid group test points', 0.01, 'never', 'never expire')",
-        a=asset,
-    )
+    asset = await private_asset(settings)
     since = "2000-01-01T00:00:00+00:00"
     terms = {"asset": asset, "model": "OPERATOR_CLEARING", "settlementValue": "0.01", "feeBps": 0}
     assert (await operator(TERMS, i=terms | {"effectiveFrom": since}))["setSettlementTerms"][
