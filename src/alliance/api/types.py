@@ -10,7 +10,6 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from strawberry.types.arguments import InputContext
 from strawberry.types.base import StrawberryList, StrawberryMaybe, StrawberryOptional
-from strawberry.utils.str_converters import to_camel_case
 
 from alliance.api.ids import to_cursor
 
@@ -50,16 +49,18 @@ def built_from_coerced_leaves(cls: InputType) -> InputType:
     This uses Strawberry's own hook for such builders, ``StrawberryObjectDefinition.from_input``.
     """
     definition = cls.__strawberry_definition__
-    names: list[tuple[str, str]] = []
     for field in definition.fields:
         annotation = field.resolve_type(type_definition=definition)
         while isinstance(annotation, StrawberryOptional | StrawberryList):
             assert not isinstance(annotation, StrawberryMaybe), "Maybe fields need Strawberry's Some()"
             annotation = annotation.of_type
         assert annotation in _LEAF_TYPES, f"{cls.__name__}.{field.python_name} is not a scalar"
-        names.append((field.python_name, field.graphql_name or to_camel_case(field.python_name)))
+    names: list[tuple[str, str]] = []  # (python name, GraphQL name), by the schema's own converter
 
     def from_input(type_: type, value: Mapping[str, Any], context: InputContext) -> Any:
+        if not names:
+            converter = context.config.name_converter
+            names.extend((field.python_name, converter.from_field(field)) for field in definition.fields)
         # A list is copied: graphql-core hands every request that omits it the same default.
         return type_(
             **{
