@@ -338,3 +338,58 @@ async def test_a_batch_upgrades_the_members_it_qualifies_and_only_them(make_merc
     assert (await progress(operator, far))["tier"]["rank"] < top["rank"]
     (latest, *_) = await changes(operator, near)
     assert (latest["toTier"], latest["reason"]) == (top["code"], "QUALIFIED")
+
+
+async def test_a_batch_moves_each_member_as_a_single_earn_would(
+    make_merchant, operator: Api, settings, db
+) -> None:
+    """One batch, five kinds of member: the moves are decided together but member by member."""
+    middle, top = await new_top_tiers(operator, 1000, 1000)
+    first = (await operator(TIERS))["tiers"][1]  # the lowest tier above the base
+    merchant = await make_merchant(TenantCategory.SUPERMARKET)
+    fresh, climber, jumper, recovering, refunded = [await enroll(merchant, random_phone()) for _ in range(5)]
+    # fresh: base tier, no tier row yet, 10 points short of the first tier above it.
+    await earn_until(merchant, operator, fresh, first["qualifyingPoints"] - 10)
+    assert await tier_row(settings, fresh) is None
+    # climber: already moved up to the middle tier, 10 points short of the top one.
+    await earn_until(merchant, operator, climber, top["qualifyingPoints"] - 10)
+    assert (await progress(operator, climber))["tier"]["code"] == middle["code"]
+    # jumper: below the middle tier; its batch item reaches the top tier at once.
+    await earn_until(merchant, operator, jumper, middle["qualifyingPoints"] - 10)
+    # recovering: top tier, in its grace period, 10 points short of keeping it.
+    await earn_until(merchant, operator, recovering, top["qualifyingPoints"])
+    await backdate_earnings(settings, recovering, LONG_AGO)
+    await evaluate(db)
+    await earn_until(merchant, operator, recovering, top["qualifyingPoints"] - 10)
+    assert (await tier_row(settings, recovering)).below_since is not None
+    # refunded: its credits in the window reach the middle tier, but one of them was refunded.
+    await earn_until(merchant, operator, refunded, middle["qualifyingPoints"] - 100)
+    refund = await earn(merchant, refunded, 50)
+    reversed_ = await merchant.api(
+        REVERSE, i={"transactionId": refund["id"], "reason": "refund", "idempotencyKey": unique("k")}
+    )
+    assert reversed_["reverseTransaction"]["userErrors"] == []
+    tiers_before = {n: (await progress(operator, n))["tier"]["code"] for n in (fresh, jumper, refunded)}
+    changes_before = {n: await changes(operator, n) for n in (recovering, refunded)}
+
+    amounts = {fresh: 10, climber: 10, jumper: top["qualifyingPoints"], recovering: 10, refunded: 60}
+    items = [{"memberNumber": n, "amount": str(a), "orderRef": unique("o")} for n, a in amounts.items()]
+    data = await merchant.api(BATCH, i={"items": items, "idempotencyKey": unique("k")})
+    assert [r["userErrors"] for r in data["earnPointsBatch"]["results"]] == [[]] * 5
+
+    for number, (from_tier, to_tier) in {
+        fresh: (tiers_before[fresh], first["code"]),
+        climber: (middle["code"], top["code"]),
+        jumper: (tiers_before[jumper], top["code"]),
+    }.items():
+        member = await progress(operator, number)
+        assert member["tier"]["code"] == to_tier, number
+        (latest, *_) = await changes(operator, number)
+        assert (latest["fromTier"], latest["toTier"], latest["reason"]) == (from_tier, to_tier, "QUALIFIED")
+        assert latest["rollingPoints"] == member["tierProgress"]["rollingPoints"]
+    assert tiers_before[fresh] == await base_code(operator)
+    assert middle["code"] not in {c["toTier"] for c in await changes(operator, jumper)}
+    row = await tier_row(settings, recovering)
+    assert (row.tier_code, row.below_since) == (top["code"], None), "back at the threshold: grace ends"
+    assert (await progress(operator, refunded))["tier"]["code"] == tiers_before[refunded], "still below"
+    assert {n: await changes(operator, n) for n in (recovering, refunded)} == changes_before
