@@ -15,7 +15,8 @@
 -- * a member in a grace period who is back at their tier's threshold leaves it;
 -- * concurrent credits of one member queue on the member's tier lock, and the points are counted
 --   after it, so the later credit counts the earlier one's points;
--- * a member without a tier row gets one only when moving up.
+-- * a member without a tier row gets one only when the points read before the locks move it up
+--   (a base-tier row, which reads as no row, if a concurrent refund then keeps it below).
 
 -- The rolling points of several members (tier_rolling_points, for a set) and the tier each
 -- reaches, against the tier they hold. SQL without SET options, so a caller's statement inlines it
