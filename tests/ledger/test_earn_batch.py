@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -151,3 +152,47 @@ async def test_every_field_of_an_item_reaches_its_transaction(make_merchant, db)
         ).one()
     assert (row.store, row.category, row.tags) == (store, "baby_formula", ["green", "promo"])  # sorted
     assert (str(row.amount), row.currency, row.asset) == ("88.80", "CNY", "POINTS")
+
+
+async def test_each_item_expires_by_its_own_instant(make_merchant):
+    """Expiry is computed once per distinct (asset, instant) of a batch and given to its items."""
+    merchant = await make_merchant()
+    number = await enroll(merchant, random_phone())
+    now = datetime.now(UTC)
+    instants = [(now - timedelta(days=days)).replace(microsecond=0) for days in (1, 3, 3, 6)]
+    items = [
+        {
+            "memberNumber": number,
+            "amount": "10",
+            "orderRef": f"G-{n}",
+            "asset": "GREEN",
+            "effectiveAt": at.isoformat(),
+        }
+        for n, at in enumerate(instants)
+    ] + [{"memberNumber": number, "amount": "10", "orderRef": "P-now"}]
+    data = await merchant.api(BATCH, i={"items": items, "idempotencyKey": unique("k")})
+    assert [r["userErrors"] for r in data["earnPointsBatch"]["results"]] == [[]] * len(items)
+
+    lots = await merchant.api(
+        "query($n: String!) { member(memberNumber: $n) { lots(first: 10) { edges { node {"
+        " asset issuedAt expiresAt } } } } }",
+        n=number,
+    )
+    found = sorted(
+        (edge["node"]["asset"], datetime.fromisoformat(edge["node"]["issuedAt"]), edge["node"]["expiresAt"])
+        for edge in lots["member"]["lots"]["edges"]
+    )
+    green = [
+        (issued, datetime.fromisoformat(expires)) for asset, issued, expires in found if asset == "GREEN"
+    ]
+    assert [issued for issued, _ in green] == sorted(instants)
+    # GREEN: 12 months after the day of issue (assets seeded by revision 0002); 29 Feb -> 28 Feb.
+    for issued, expires in green:
+        day = 28 if (issued.month, issued.day) == (2, 29) else issued.day
+        assert expires == issued.replace(year=issued.year + 1, day=day), (issued, expires)
+    [(_, points_issued, points_expires)] = [lot for lot in found if lot[0] == "POINTS"]
+    # POINTS: the end of the 24th calendar month after the month of issue, Asia/Shanghai.
+    local = points_issued.astimezone(ZoneInfo("Asia/Shanghai"))
+    month = local.year * 12 + local.month - 1 + 25
+    first_after = datetime(month // 12, month % 12 + 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
+    assert datetime.fromisoformat(points_expires) == first_after
