@@ -13,7 +13,8 @@ then measures:
   (b) a raw asyncpg two-account transfer on the benchmark's own tables, as a baseline;
   (c) earning with every request at one merchant, against the spread-out earn of (a);
   (d) ``earnPoints`` over HTTP against ``alliance serve`` in a subprocess;
-  (e) ``earnPointsBatch`` over HTTP (and ``earn_points_batch`` directly), if the schema has it.
+  (e) ``earnPointsBatch`` over HTTP (and ``earn_points_batch`` directly), if the schema has it;
+  (f) the rows those batches' earns write, in one statement of the benchmark's own: the floor.
 
 The database (and the role) are dropped at the end unless ``--keep``.
 """
@@ -805,6 +806,95 @@ async def baseline(dsn: str, accounts: int, args: argparse.Namespace) -> Run:
         await pool.close()
 
 
+# What 1000 earns write, and nothing else: the floor under earnPointsBatch on this server.
+WRITE_FLOOR_SQL = """
+WITH items AS (
+  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])
+    AS i(member_id, wallet_id, points, order_ref)
+), posted AS (
+  INSERT INTO ledger_transactions (kind, asset, member_id, tenant_id, client_scope, points, amount,
+      currency, order_ref, details, effective_at)
+  SELECT 'earn', 'POINTS', i.member_id, $5, $6, i.points, i.points, 'CNY', i.order_ref, '{}', now()
+  FROM items i
+  RETURNING id, member_id, points, order_ref
+), entries AS (
+  INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount)
+  SELECT p.id, $7, p.member_id, 'POINTS', -p.points FROM posted p
+  UNION ALL
+  SELECT p.id, i.wallet_id, p.member_id, 'POINTS', p.points
+  FROM posted p JOIN items i ON i.order_ref = p.order_ref
+), new_lots AS (
+  INSERT INTO lots (member_id, asset, issuer_tenant_id, transaction_id, amount, remaining, issued_at,
+      expires_at)
+  SELECT p.member_id, 'POINTS', $5, p.id, p.points, p.points, now(),
+    (SELECT ledger_asset_expiry('POINTS', now()))
+  FROM posted p
+)
+SELECT count(*) FROM posted"""
+
+
+async def write_floor(dsn: str, args: argparse.Namespace, tag: str) -> Run:
+    """(f) The rows of ``--batch-size`` earns (transactions, entries, lots) in one statement.
+
+    Balanced like an earn (issuance debit, wallet credit, a lot), into the ledger's own tables
+    and indexes, with members and wallets resolved before the phase: no checks, no earning
+    rules, no tier check, no answer, no idempotency record. Its rate is what this server can
+    write, the ceiling any implementation of earnPointsBatch shares.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT l.tenant_id, array_agg(l.member_id) AS members, array_agg(w.id) AS wallets,
+                 min(i.id) AS issuance
+               FROM member_links l
+               JOIN tenants t ON t.id = l.tenant_id AND t.code LIKE 'bench-%'
+               JOIN accounts w ON w.kind = 'member_wallet' AND w.asset = 'POINTS'
+                 AND w.member_id = l.member_id AND w.tenant_id IS NULL
+               JOIN accounts i ON i.kind = 'tenant_issuance' AND i.asset = 'POINTS'
+                 AND i.tenant_id = l.tenant_id
+               GROUP BY l.tenant_id"""
+        )
+    finally:
+        await conn.close()
+    linked = {
+        row["tenant_id"]: (list(zip(row["members"], row["wallets"], strict=True)), row["issuance"])
+        for row in rows
+    }
+    tenants = list(linked)
+    pool = await asyncpg.create_pool(dsn, min_size=args.batch_concurrency, max_size=args.batch_concurrency)
+    assert pool is not None
+
+    async def op(rng: random.Random, seq: int) -> tuple[str, Any]:
+        tenant = rng.choice(tenants)
+        members, issuance = linked[tenant]
+        picked = [rng.choice(members) for _ in range(args.batch_size)]
+        written = await pool.fetchval(
+            WRITE_FLOOR_SQL,
+            [member for member, _ in picked],
+            [wallet for _, wallet in picked],
+            [rng.randint(1, 500) for _ in picked],
+            [f"{tag}-{seq}-{i}" for i in range(args.batch_size)],
+            tenant,
+            scope_of(tenant),
+            issuance,
+        )
+        return "ok", written
+
+    try:
+        return await drive(
+            f"(f) write floor x{args.batch_size} (SQL)",
+            op,
+            duration=args.duration,
+            concurrency=args.batch_concurrency,
+            warmup=args.warmup,
+            unit="earns",
+            meter=CpuMeter(),
+            probe_limit=args.probe_limit,
+        )
+    finally:
+        await pool.close()
+
+
 # -- GraphQL over HTTP -----------------------------------------------------------------------------
 
 
@@ -1127,6 +1217,12 @@ def summary(runs: dict[str, Run]) -> None:
         "(info)",
         lambda r: (f"{r[0].unit_rate:,.0f} earns/s", None),
     )
+    add(
+        "earnPointsBatch / write floor",
+        ("batch", "floor"),
+        "(info)",
+        lambda r: (f"{ratio(r[0].unit_rate, r[1].unit_rate):.2f}x of {r[1].unit_rate:,.0f}/s", None),
+    )
     print(f"  {'target (from the issue)':<32} {'measured':>18}  {'target':<12} verdict")
     for label, value, target, met in rows:
         verdict = "-" if met is None else ("MET" if met else "MISSED")
@@ -1190,6 +1286,7 @@ async def measure(owner_url: URL, settings: Settings, args: argparse.Namespace) 
                 meter=CpuMeter(),
                 probe_limit=args.probe_limit,
             )
+            runs["floor"] = await write_floor(asyncpg_dsn(owner_url), args, f"{tag}-wf")
         if args.verify:
             started = time.perf_counter()
             failures = await verify(db)
