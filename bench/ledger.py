@@ -687,6 +687,17 @@ def amount(rng: random.Random) -> Decimal:
     return Decimal(rng.randint(100, 50_000)) / 100
 
 
+def batch_phase(args: argparse.Namespace) -> dict[str, Any]:
+    """`drive` options shared by the batch phases (e) and (f): concurrent batches, counted in earns."""
+    return {
+        "duration": args.duration,
+        "concurrency": args.batch_concurrency,
+        "warmup": args.warmup,
+        "unit": "earns",
+        "probe_limit": args.probe_limit,
+    }
+
+
 def scope_of(tenant: int) -> str:
     return f"bench-mc-{tenant}"
 
@@ -882,14 +893,7 @@ async def write_floor(dsn: str, args: argparse.Namespace, tag: str) -> Run:
 
     try:
         return await drive(
-            f"(f) write floor x{args.batch_size} (SQL)",
-            op,
-            duration=args.duration,
-            concurrency=args.batch_concurrency,
-            warmup=args.warmup,
-            unit="earns",
-            meter=CpuMeter(),
-            probe_limit=args.probe_limit,
+            f"(f) write floor x{args.batch_size} (SQL)", op, meter=CpuMeter(), **batch_phase(args)
         )
     finally:
         await pool.close()
@@ -1083,14 +1087,7 @@ async def graphql_phases(
 
             runs.append(
                 await drive(
-                    f"(e) GraphQL earnPointsBatch x{args.batch_size}",
-                    batch,
-                    duration=args.duration,
-                    concurrency=args.batch_concurrency,
-                    warmup=args.warmup,
-                    unit="earns",
-                    meter=meter,
-                    probe_limit=args.probe_limit,
+                    f"(e) GraphQL earnPointsBatch x{args.batch_size}", batch, meter=meter, **batch_phase(args)
                 )
             )
     finally:
@@ -1279,12 +1276,8 @@ async def measure(owner_url: URL, settings: Settings, args: argparse.Namespace) 
             runs["domain_batch"] = await drive(
                 f"(e) earn_points_batch x{args.batch_size} (domain)",
                 domain_batch(db, data, f"{tag}-db", args.batch_size),
-                duration=args.duration,
-                concurrency=args.batch_concurrency,
-                warmup=args.warmup,
-                unit="earns",
                 meter=CpuMeter(),
-                probe_limit=args.probe_limit,
+                **batch_phase(args),
             )
             runs["floor"] = await write_floor(asyncpg_dsn(owner_url), args, f"{tag}-wf")
         if args.verify:
