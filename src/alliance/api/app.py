@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 
+import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlmodel import select
@@ -88,6 +89,11 @@ class AllianceGraphQL(GraphQL[Context, None]):
             services=request.app.state.services,
             authenticated=request.state.principal,
         )
+
+    def encode_json(self, data: object) -> str:
+        """The answer's JSON (HTTP and WebSocket), by orjson: a batch answer has 1000 results,
+        and the standard library's encoder was ~3 % of the server's CPU on the batch benchmark."""
+        return orjson.dumps(data).decode()
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """``{"Authorization": "Bearer <token>"}``, verified exactly as over HTTP; else close 4403."""

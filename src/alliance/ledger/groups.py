@@ -20,13 +20,13 @@ found by its idempotency record.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from alliance.db import Database
+from alliance.db.calls import json_text
 from alliance.observability import EARN_GROUP_SIZE, EARN_GROUPS_FAILED, count_posting
 
 Payload = dict[str, Any]
@@ -161,9 +161,7 @@ class EarnGroups:
             for index, pending in enumerate(group)
         ]
         try:
-            answers = await self._db.call(
-                "SELECT ledger_earn_group($1::jsonb)", json.dumps(items, default=str)
-            )
+            answers = await self._db.call("SELECT ledger_earn_group($1::jsonb)", json_text(items))
         except Exception:
             # The group wrote nothing, or (a connection lost after the commit) its idempotency
             # records answer for it: a key another process posted meanwhile, a deadlock, a

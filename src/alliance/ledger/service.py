@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance.db import AccessContext, Database
+from alliance.db.calls import json_text
 from alliance.db.database import run_sql
 from alliance.earning import service as earning_rules
 from alliance.earning.engine import (
@@ -120,7 +121,10 @@ def check_effective_at(effective_at: datetime | None) -> datetime | None:
 
 
 def request_hash(operation: str, request: dict[str, Any]) -> str:
-    """A stable digest of what was asked, to tell a retry from a different request under one key."""
+    """A stable digest of what was asked, to tell a retry from a different request under one key.
+
+    Hashed as the standard library writes it, byte for byte: a retry after an upgrade must find
+    the digest its first attempt stored."""
     canonical = json.dumps({"op": operation, **request}, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -300,9 +304,9 @@ async def earn_points(
         "p_order_ref": request["order_ref"],
         "p_store_code": item.store_code,
         "p_reason": None,
-        "p_details": json.dumps(details),
+        "p_details": json_text(details),
         "p_effective_at": item.effective_at,
-        "p_plans": json.dumps(plans),
+        "p_plans": json_text(plans),
     }
     if can_group(plans):
         return await earn_groups(db).post(params)
@@ -383,7 +387,7 @@ async def earn_points_batch(
             db,
             "ledger_earn_batch",
             idempotency_params(poster, "earn_batch", idempotency_key, request)
-            | {"p_tenant": poster.tenant_id, "p_items": json.dumps(checked)},
+            | {"p_tenant": poster.tenant_id, "p_items": json_text(checked)},
         )
     if payload["userErrors"]:
         return payload
@@ -476,7 +480,7 @@ async def compensate_points(
             "p_order_ref": None,
             "p_store_code": None,
             "p_reason": reason if note is None else f"{reason}: {request['note']}",
-            "p_details": json.dumps({"compensationReason": reason}),
+            "p_details": json_text({"compensationReason": reason}),
             "p_effective_at": None,
         },
     )
@@ -940,7 +944,7 @@ async def award_event_bonus(
             "p_order_ref": None,
             "p_store_code": None,
             "p_reason": reason,
-            "p_details": json.dumps(
+            "p_details": json_text(
                 {
                     "event": event,
                     "rule": rule.code,
@@ -958,8 +962,6 @@ async def award_event_bonus(
             "p_alliance_points": 0,
             "p_daily_cap": None,
             "p_other_assets": "{}",
-            "p_event_limit": json.dumps(
-                {"event": event, "count": limit["count"], "since": since.isoformat()}
-            ),
+            "p_event_limit": json_text({"event": event, "count": limit["count"], "since": since.isoformat()}),
         },
     )
