@@ -15,7 +15,8 @@ then measures:
   (d) ``earnPoints`` over HTTP against ``alliance serve`` in a subprocess;
   (e) ``earnPointsBatch`` over HTTP (and ``earn_points_batch`` directly), if the schema has it;
   (f) the rows those batches' earns write, in one statement of the benchmark's own: the floor;
-  (g) (a)'s earn and (b)'s transfer again, in short pairs back to back: the ratio's median.
+  (g) (a)'s earn and (b)'s transfer again, in short pairs back to back: the ratio's median
+      (last, on the database the phases before grew).
 
 The database (and the role) are dropped at the end unless ``--keep``.
 """
@@ -1317,8 +1318,6 @@ async def measure(
             meter=CpuMeter(),
             **common,
         )
-        if args.ratio_rounds:
-            paired = await paired_rounds(db, data, asyncpg_dsn(owner_url), args, f"{tag}-g")
         if args.skip_http:
             print("  (d)/(e) skipped (--skip-http)")
         else:
@@ -1332,6 +1331,9 @@ async def measure(
                 **batch_phase(args),
             )
             runs["floor"] = await write_floor(asyncpg_dsn(owner_url), args, f"{tag}-wf")
+        # Last, so (a)-(f) keep the places (and the database sizes) their earlier figures had.
+        if args.ratio_rounds:
+            paired = await paired_rounds(db, data, asyncpg_dsn(owner_url), args, f"{tag}-g")
         if args.verify:
             started = time.perf_counter()
             failures = await verify(db)
