@@ -196,3 +196,54 @@ async def test_each_item_expires_by_its_own_instant(make_merchant):
     month = local.year * 12 + local.month - 1 + 25
     first_after = datetime(month // 12, month % 12 + 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
     assert datetime.fromisoformat(points_expires) == first_after
+
+
+async def test_chinese_text_travels_intact_through_single_and_batch_earns(make_merchant, db):
+    """Order refs, categories and tags reach the ledger and come back exactly as the POS sent
+    them, through the JSON parameters and answers of both paths."""
+    merchant = await make_merchant()
+    number = await enroll(merchant, random_phone())
+    single = await merchant.api(
+        """mutation($i: EarnPointsInput!) { earnPoints(input: $i) {
+          transaction { id orderRef } userErrors { code } } }""",
+        i={
+            "memberNumber": number,
+            "amount": "88.00",
+            "orderRef": "小票-0001",
+            "category": "母婴用品",
+            "tags": ["会员日", "绿色消费"],
+            "idempotencyKey": unique("k"),
+        },
+    )
+    assert single["earnPoints"]["userErrors"] == []
+    assert single["earnPoints"]["transaction"]["orderRef"] == "小票-0001"
+    batch = await merchant.api(
+        """mutation($i: EarnPointsBatchInput!) { earnPointsBatch(input: $i) {
+          results { transaction { orderRef } userErrors { code } } userErrors { code } } }""",
+        i={
+            "items": [
+                {"memberNumber": number, "amount": "20", "orderRef": "小票-0002", "category": "超市"},
+                {"memberNumber": number, "amount": "30", "orderRef": "小票-0003", "tags": ["周末"]},
+            ],
+            "idempotencyKey": unique("batch"),
+        },
+    )
+    results = batch["earnPointsBatch"]["results"]
+    assert [r["userErrors"] for r in results] == [[], []]
+    assert [r["transaction"]["orderRef"] for r in results] == ["小票-0002", "小票-0003"]
+    async with db.transaction(OPERATOR) as session:
+        rows = (
+            await run_sql(
+                session,
+                text(
+                    "SELECT order_ref, details -> 'category', details -> 'tags' FROM ledger_transactions"
+                    " WHERE member_id = (SELECT id FROM members WHERE member_number = :n) ORDER BY id"
+                ),
+                {"n": number},
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("小票-0001", "母婴用品", ["会员日", "绿色消费"]),
+        ("小票-0002", "超市", None),
+        ("小票-0003", None, ["周末"]),
+    ]
