@@ -80,6 +80,23 @@ def test_a_mutation_costs_ten_plus_its_payload(schema) -> None:  # type: ignore[
     assert actual(schema, EARN, {"earnPoints": None}) == 10, "a refused mutation still costs its 10"
 
 
+BATCH = """mutation($i: EarnPointsBatchInput!) { earnPointsBatch(input: $i) {
+  results { index transaction { id } userErrors { code } } userErrors { code } } }"""
+
+
+def test_a_batch_is_charged_for_each_result_as_it_came_back(schema) -> None:  # type: ignore[no-untyped-def]
+    # Up front the results list counts as one element: result 1 + transaction 1 + userErrors 1.
+    assert requested(schema, BATCH) == 10 + 3 + 1
+    posted = {"index": 0, "transaction": {"id": "x"}, "userErrors": []}
+    refused = {"index": 1, "transaction": None, "userErrors": [{"code": "MEMBER_NOT_FOUND"}]}
+    twice_refused = {"index": 2, "transaction": None, "userErrors": [{"code": "A"}, {"code": "B"}]}
+    data = {"earnPointsBatch": {"results": [posted, refused, posted, twice_refused], "userErrors": []}}
+    # Each result is walked with its own data: 2 (posted), 2 (one error), 2, 3 (two errors).
+    assert actual(schema, BATCH, data) == 10 + 2 + 2 + 2 + 3
+    many = {"earnPointsBatch": {"results": [posted] * 1000, "userErrors": []}}
+    assert actual(schema, BATCH, many) == 10 + 2 * 1000
+
+
 def test_fragments_and_aliases_count_where_they_are_used(schema) -> None:  # type: ignore[no-untyped-def]
     query = """query($id: ID!) { a: node(id: $id) { ...T } b: node(id: $id) { ... on Member { memberNumber } } }
       fragment T on Tenant { stores(first: 2) { edges { node { code } } } }"""

@@ -77,26 +77,54 @@ class _Costing:
         self.variables = variables
         self.max_page_size = max_page_size
         self.estimate = estimate
+        # The walk over returned data visits one selection set once per list element (1000 for a
+        # full earnPointsBatch): its fields and their types are looked up once, not per element.
+        self._field_lists: dict[tuple[int, str], list[tuple[FieldNode, GraphQLNamedType]]] = {}
+        self._costed: dict[tuple[int, str], tuple[GraphQLField, GraphQLNamedType] | None] = {}
 
     def selections(self, selection_set: SelectionSetNode | None, parent: GraphQLNamedType, data: Any) -> int:
         return sum(self.field(node, owner, data) for node, owner in self._fields(selection_set, parent))
 
     def _fields(
         self, selection_set: SelectionSetNode | None, parent: GraphQLNamedType
-    ) -> Iterator[tuple[FieldNode, GraphQLNamedType]]:
+    ) -> list[tuple[FieldNode, GraphQLNamedType]]:
         """The fields of a selection set with fragments spread, each with the type it is selected on."""
+        key = (id(selection_set), parent.name)
+        found = self._field_lists.get(key)
+        if found is None:
+            found = self._field_lists[key] = list(self._spread(selection_set, parent))
+        return found
+
+    def _spread(
+        self, selection_set: SelectionSetNode | None, parent: GraphQLNamedType
+    ) -> Iterator[tuple[FieldNode, GraphQLNamedType]]:
         for selection in selection_set.selections if selection_set else ():
             if isinstance(selection, FieldNode):
                 yield selection, parent
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 owner = self.schema.get_type(condition.name.value) if condition else parent
-                yield from self._fields(selection.selection_set, owner or parent)
+                yield from self._spread(selection.selection_set, owner or parent)
             elif isinstance(selection, FragmentSpreadNode):
                 fragment = self.fragments.get(selection.name.value)
                 if fragment is not None:
                     owner = self.schema.get_type(fragment.type_condition.name.value)
-                    yield from self._fields(fragment.selection_set, owner or parent)
+                    yield from self._spread(fragment.selection_set, owner or parent)
+
+    def _costed_field(
+        self, node: FieldNode, parent: GraphQLNamedType
+    ) -> tuple[GraphQLField, GraphQLNamedType] | None:
+        """The field's definition and named type, or None for a field that costs nothing (a scalar,
+        an enum, ``__typename``)."""
+        key = (id(node), parent.name)
+        if key not in self._costed:
+            definition = self._definition(parent, node.name.value)
+            named = get_named_type(definition.type) if definition is not None else None
+            costed = None
+            if definition is not None and named is not None and not is_leaf_type(named):
+                costed = (definition, named)
+            self._costed[key] = costed
+        return self._costed[key]
 
     def _definition(self, parent: GraphQLNamedType, name: str) -> GraphQLField | None:
         if name == "__schema":
@@ -111,14 +139,12 @@ class _Costing:
         return data.get(key) if isinstance(data, dict) else None
 
     def field(self, node: FieldNode, parent: GraphQLNamedType, data: Any) -> int:
-        definition = self._definition(parent, node.name.value)
-        if definition is None:
+        costed = self._costed_field(node, parent)
+        if costed is None:
             return 0
+        definition, named = costed
         if definition is SchemaMetaFieldDef or definition is TypeMetaFieldDef:
             return OBJECT_COST  # introspection: static answers, whatever their size
-        named = get_named_type(definition.type)
-        if is_leaf_type(named):
-            return 0
         value = None if self.estimate else self._value(node, data)
         missing = not self.estimate and value is None  # not returned: costs nothing
         if parent is self.schema.mutation_type:

@@ -38,8 +38,35 @@ def _outcome(result: Any) -> str:
     return "user_error" if refused else "ok"
 
 
-# The operation being executed and a digest of its variables, for the audit trail.
-current_operation: ContextVar[tuple[str, str]] = ContextVar("current_operation", default=("unknown", ""))
+class CurrentOperation:
+    """The operation being executed, for idempotency records and the audit trail.
+
+    Its digest is computed on first use: most operations (every query, every ledger posting,
+    whose functions hash their own input) never read it, and for a 1000-item batch the digest
+    was 1 % of the server's CPU.
+    """
+
+    __slots__ = ("_digest", "_query", "_variables", "name")
+
+    def __init__(self, name: str, query: str | None, variables: dict[str, Any] | None) -> None:
+        self.name = name
+        self._query = query
+        self._variables = variables
+        self._digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = _digest(self._query, self._variables)
+        return self._digest
+
+
+current_operation: ContextVar[CurrentOperation | None] = ContextVar("current_operation", default=None)
+
+
+def operation_in_progress() -> CurrentOperation:
+    """The operation this request is executing (``unknown`` outside one, e.g. in a job)."""
+    return current_operation.get() or CurrentOperation("unknown", None, None)
 
 
 def _digest(query: str | None, variables: dict[str, Any] | None) -> str:
@@ -54,9 +81,10 @@ class OperationMetrics(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
         current_operation.set(
-            (
+            CurrentOperation(
                 _operation_name(context.graphql_document, context.operation_name),
-                _digest(context.query, context.variables),
+                context.query,
+                context.variables,
             )
         )
         yield

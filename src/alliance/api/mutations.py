@@ -10,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alliance import audit, idempotency
 from alliance.api.context import Context
-from alliance.api.metrics import current_operation
+from alliance.api.metrics import operation_in_progress
 from alliance.api.types import UserError
 from alliance.errors import DomainError
 
@@ -54,16 +54,16 @@ async def made_once(
     attempt made (``load``), another request under the key IDEMPOTENCY_KEY_REUSED."""
     if key is None:
         return await make()
-    operation, digest = current_operation.get()
+    operation = operation_in_progress()
     scope = context.principal.idempotency_scope
-    earlier = await idempotency.recall(session, scope, key, operation, digest)
+    earlier = await idempotency.recall(session, scope, key, operation.name, operation.digest)
     if earlier is not None:
         again = await load(earlier)
         if again is not None:
             return again
     result = await make()
     entity_id, created = identify(result)
-    await idempotency.remember(session, scope, key, operation, digest, entity_id, created)
+    await idempotency.remember(session, scope, key, operation.name, operation.digest, entity_id, created)
     return result
 
 
@@ -87,15 +87,15 @@ async def made_once_row(
 
 
 def _audit_entry(context: Context, outcome: str, codes: tuple[str, ...]) -> audit.AuditEntry:
-    operation, digest = current_operation.get()
+    operation = operation_in_progress()
     principal = context.principal
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     return audit.AuditEntry(
         principal=principal.kind,
         client_scope=principal.idempotency_scope,
         tenant_id=principal.tenant_id,
-        operation=operation,
-        input_digest=digest,
+        operation=operation.name,
+        input_digest=operation.digest,
         outcome=outcome,
         codes=codes,
         request_id=request_id,
