@@ -143,6 +143,11 @@ async def test_incremental_refresh_equals_a_full_rebuild(db, settings, make_merc
     assert await _snapshot(settings) == incremental
     months = [r for r in incremental["insights_member_months"] if r[0] == shop.tenant_id]
     assert sum(r[3] for r in months) == 2 and sum(r[4] for r in months) == 100  # the toys purchase is gone
+    # The rebuild added its tables' primary keys back after the rows: the next run merges into them.
+    await earn(shop, number, "5", "formula")
+    await run_refresh(db, settings)
+    months = [r for r in (await _snapshot(settings))["insights_member_months"] if r[0] == shop.tenant_id]
+    assert sum(r[3] for r in months) == 3 and sum(r[4] for r in months) == 105
 
 
 async def test_overlapping_runs_skip(db, settings):
