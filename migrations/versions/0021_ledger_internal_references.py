@@ -23,17 +23,14 @@ Create Date: 2026-11-24
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from alembic import op
+
+from alliance.db.migrate import function_from_script
 
 revision = "0021"
 down_revision = "0020"
 branch_labels = None
 depends_on = None
-
-SQL = Path(__file__).parents[1] / "sql"
 
 REFERENCES = (  # (table, constraint, column, referenced) dropped by this revision
     ("ledger_entries", "ledger_entries_transaction_id_fkey", "transaction_id", "ledger_transactions(id)"),
@@ -58,13 +55,6 @@ INTERNAL_REFERENCES = """
       ) x"""
 
 
-def _verify_0014() -> str:
-    source = (SQL / "0014_ledger_hot_path.sql").read_text()
-    found = re.search(r"CREATE OR REPLACE FUNCTION ledger_verify\(\).*?\$\$;", source, re.DOTALL)
-    assert found, "0014 defines ledger_verify"
-    return found.group(0)
-
-
 def upgrade() -> None:
     for table, constraint, _, _ in REFERENCES:
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}")
@@ -79,7 +69,8 @@ def upgrade() -> None:
             f"CREATE TRIGGER ledger_reference_truncate BEFORE TRUNCATE ON {table}"
             " FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_reference_change('id')"
         )
-    head, tail = _verify_0014().rsplit("\n      ) x", 1)  # the end of the reference check
+    verify_0014 = function_from_script("0014_ledger_hot_path.sql", "ledger_verify")
+    head, tail = verify_0014.rsplit("\n      ) x", 1)  # the end of the reference check
     verify = head + INTERNAL_REFERENCES + tail
     verify = verify.replace(
         "'ledger rows refer to existing members, tenants, stores, accounts and assets'",
@@ -96,7 +87,7 @@ def downgrade() -> None:
         op.execute(
             f"ALTER TABLE {table} RESET (autovacuum_vacuum_insert_scale_factor, autovacuum_analyze_scale_factor)"
         )
-    op.execute(_verify_0014())
+    op.execute(function_from_script("0014_ledger_hot_path.sql", "ledger_verify"))
     for table in ("lots", "ledger_transactions"):
         op.execute(f"DROP TRIGGER ledger_reference_truncate ON {table}")
     op.execute("DROP TRIGGER ledger_reference ON lots")

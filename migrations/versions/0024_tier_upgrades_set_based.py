@@ -10,12 +10,11 @@ Create Date: 2026-11-24
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from alembic import op
 
-from alliance.db.migrate import execute_script
+from alliance.db.migrate import execute_script, function_from_script
 
 revision = "0024"
 down_revision = "0023"
@@ -33,10 +32,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    source = (SQL / "0014_ledger_hot_path.sql").read_text()
-    pattern = r"CREATE OR REPLACE FUNCTION tier_upgrade_members_if_qualified\(.*?\$\$;"
-    found = re.search(pattern, source, re.DOTALL)
-    assert found, "revision 0014 defines the per-member loop"
-    execute_script(found.group(0))
+    execute_script(function_from_script("0014_ledger_hot_path.sql", "tier_upgrade_members_if_qualified"))
     op.execute(f"ALTER FUNCTION {SIGNATURE} SET plan_cache_mode = force_generic_plan")
     op.execute("DROP FUNCTION tier_targets(bigint[])")

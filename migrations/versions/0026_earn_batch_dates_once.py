@@ -25,7 +25,7 @@ from pathlib import Path
 
 from alembic import op
 
-from alliance.db.migrate import execute_script
+from alliance.db.migrate import execute_script, function_from_script
 
 revision = "0026"
 down_revision = "0025"
@@ -37,10 +37,7 @@ SQL = Path(__file__).parents[1] / "sql"
 
 
 def _revision_0014_earn_batch() -> str:
-    source = (SQL / "0014_ledger_hot_path.sql").read_text()
-    found = re.search(r"CREATE OR REPLACE FUNCTION ledger_earn_batch\(.*?\$\$;", source, re.DOTALL)
-    assert found, "revision 0014 defines ledger_earn_batch"
-    return found.group(0)
+    return function_from_script("0014_ledger_hot_path.sql", "ledger_earn_batch")
 
 
 def upgrade() -> None:

@@ -15,12 +15,11 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from alembic import op
 
-from alliance.db.migrate import execute_script
+from alliance.db.migrate import execute_script, function_from_script
 
 revision = "0027"
 down_revision = "0026"
@@ -38,10 +37,7 @@ MEMBER_TABLES = (
 
 
 def _revision_0019_refresh_facts() -> str:
-    source = (SQL / "0019_insights.sql").read_text()
-    found = re.search(r"CREATE FUNCTION insights_refresh_facts\(.*?\nEND \$\$;", source, re.DOTALL)
-    assert found, "revision 0019 defines insights_refresh_facts"
-    return found.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    return function_from_script("0019_insights.sql", "insights_refresh_facts")
 
 
 def _replace_once(text: str, old: str, new: str) -> str:

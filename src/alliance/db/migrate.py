@@ -98,3 +98,15 @@ def execute_script(sql: str) -> None:
 
     driver = op.get_bind().connection.dbapi_connection.driver_connection  # type: ignore[union-attr]
     await_(driver.execute(sql))
+
+
+def function_from_script(script: str, name: str) -> str:
+    """Function ``name`` as ``migrations/sql/<script>`` defines it, as a CREATE OR REPLACE.
+
+    A revision that changes a function derives the new body from the script that defined it, and
+    its downgrade restores that definition: the two cannot drift apart.
+    """
+    source = (migrations_dir() / "sql" / script).read_text()
+    found = re.search(rf"CREATE (?:OR REPLACE )?FUNCTION {re.escape(name)}\(.*?\$\$;", source, re.DOTALL)
+    assert found, f"{script} defines {name}"
+    return re.sub(r"^CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", found.group(0))
